@@ -1,0 +1,73 @@
+"""Process wiring for ``flightlake serve``: logging, the lake, and the front ends.
+
+The lake is built completely (catalog loaded, DuckDB views ready) before any port opens,
+because ``FlightServerBase.__init__`` starts serving at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from flightlake.config import Settings
+from flightlake.errors import InvalidInput
+from flightlake.flight.server import FlightServer
+from flightlake.lake import Lake
+
+log = logging.getLogger("flightlake")
+
+
+def setup_logging(level: str, verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def flight_location(settings: Settings) -> str:
+    scheme = "grpc+tls" if settings.tls_cert else "grpc"
+    return f"{scheme}://{settings.host}:{settings.flight_port}"
+
+
+def tls_kwargs(settings: Settings) -> dict[str, object]:
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise InvalidInput("TLS needs both --tls-cert and --tls-key")
+    if not settings.tls_cert:
+        return {}
+    with open(settings.tls_cert, "rb") as cert, open(settings.tls_key, "rb") as key:
+        return {"tls_certificates": [(cert.read(), key.read())]}
+
+
+def build_flight_server(lake: Lake, settings: Settings) -> FlightServer:
+    return FlightServer(lake, flight_location(settings), **tls_kwargs(settings))
+
+
+def run(settings: Settings, verbose: bool = False) -> None:
+    """Serve until SIGINT / SIGTERM."""
+    setup_logging(settings.log_level, verbose)
+    lake = Lake(settings)
+    for warning in lake.load_warnings:
+        log.warning(warning)
+    server = build_flight_server(lake, settings)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("signal %d: shutting down", signum)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("flight serving on %s (storage %s)", flight_location(settings).replace(
+        f":{settings.flight_port}", f":{server.port}"), lake.storage.describe())
+    try:
+        server.serve()
+    finally:
+        lake.close()
+        log.info("stopped")

@@ -1,0 +1,276 @@
+"""The ``flightlake`` command line (click): serve, ingest, sql, datasets, drop, gc.
+
+Client commands talk to a running server over Flight. Errors print one line to stderr and
+exit 1 (no traceback unless --verbose).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightlake import __version__
+from flightlake.errors import FlightlakeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+CSV_CHUNK_BYTES = 1 << 20
+CSV_BATCH_CHUNKS = 4
+DEFAULT_SERVER = "grpc://127.0.0.1:8815"
+
+
+def clean_message(exc: BaseException) -> str:
+    """One line for a user: drop gRPC/Arrow detail and server tracebacks."""
+    text = str(exc)
+    for marker in (". Detail:", ". gRPC client debug context", "\nDetail:"):
+        text = text.split(marker, 1)[0]
+    text = text.strip().strip("'\"")
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def cli_errors(func: F) -> F:
+    """Print one clear line and exit 1 on any error (traceback with --verbose)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (FlightlakeError, flight.FlightError, pa.ArrowException, OSError, ValueError,
+                KeyError) as exc:
+            if click.get_current_context().find_root().params.get("verbose"):
+                raise
+            click.echo(f"error: {clean_message(exc)}", err=True)
+            sys.exit(1)
+
+    return cast(F, wrapper)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="flightlake")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
+def main(verbose: bool) -> None:
+    """flightlake: push CSV or Arrow into a Parquet lake, query it with SQL over Flight."""
+
+
+# -- serve ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML config file (default: conf/flightlake.toml when present).")
+@click.option("--storage", help="Local folder or s3://BUCKET[/PREFIX].")
+@click.option("--s3-endpoint", help="S3 endpoint URL, e.g. http://127.0.0.1:9000.")
+@click.option("--host", help="Bind address (default 127.0.0.1).")
+@click.option("--flight-port", type=int, help="Flight port (default 8815).")
+@click.option("--http-port", type=int, help="HTTP port (default 3110; 0 disables).")
+@click.option("--tls-cert", help="PEM certificate for TLS.")
+@click.option("--tls-key", help="PEM key for TLS.")
+@cli_errors
+def serve(config_file: str | None, **flags: Any) -> None:
+    """Run the Flight (and HTTP) server until interrupted."""
+    from flightlake.config import load_settings
+    from flightlake.app import run
+
+    settings = load_settings(config_file, flags)
+    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    run(settings, verbose=verbose)
+
+
+# -- client commands -----------------------------------------------------------------------
+def server_option(func: F) -> F:
+    return click.option(
+        "--server", default=lambda: os.environ.get("FLIGHTLAKE_SERVER", DEFAULT_SERVER),
+        show_default=DEFAULT_SERVER, help="Flight server location (env FLIGHTLAKE_SERVER).",
+    )(func)
+
+
+def connect(server: str) -> flight.FlightClient:
+    client = flight.FlightClient(server)
+    return client
+
+
+def _file_format(path: Path, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".arrow", ".arrows", ".ipc", ".feather"):
+        return "arrow"
+    return "csv"
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Dataset name.")
+@click.option("--mode", type=click.Choice(["append", "overwrite", "create"]), default="append",
+              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "arrow"]),
+              help="Input format (default: from the file extension, else csv).")
+@server_option
+@cli_errors
+def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> None:
+    """Stream FILE (CSV, Parquet or Arrow IPC) into dataset NAME."""
+    from tqdm import tqdm
+
+    fmt = _file_format(file, fmt)
+    size = file.stat().st_size
+    client = connect(server)
+    command = {"ingest": name, "format": "csv" if fmt == "csv" else "arrow", "mode": mode}
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+    with tqdm(total=size, unit="B", unit_scale=True, desc=name,
+              disable=not sys.stderr.isatty()) as bar:
+        if fmt == "csv":
+            schema = pa.schema([("data", pa.binary())])
+            writer, meta = client.do_put(descriptor, schema)
+            with writer:
+                for batch in _csv_batches(file, bar.update):
+                    writer.write_batch(batch)
+                writer.done_writing()
+                answer = meta.read()
+        else:
+            reader = _arrow_source(file, fmt)
+            writer, meta = client.do_put(descriptor, reader.schema)
+            with writer:
+                per_row = size / max(1, _row_estimate(file, fmt))
+                for batch in reader:
+                    writer.write_batch(batch)
+                    bar.update(int(batch.num_rows * per_row))
+                writer.done_writing()
+                answer = meta.read()
+    result = json.loads(answer.to_pybytes()) if answer is not None else {}
+    click.echo(f"{result.get('dataset', name)}: {result.get('rows_written', '?')} rows written "
+               f"(version {result.get('version', '?')})")
+
+
+def _csv_batches(path: Path, progress: Callable[[int], Any]) -> Iterator[pa.RecordBatch]:
+    with path.open("rb") as fh:
+        while True:
+            chunks = []
+            for _ in range(CSV_BATCH_CHUNKS):
+                chunk = fh.read(CSV_CHUNK_BYTES)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            if not chunks:
+                return
+            progress(sum(len(c) for c in chunks))
+            yield pa.record_batch([pa.array(chunks, pa.binary())], names=["data"])
+
+
+def _arrow_source(path: Path, fmt: str) -> pa.RecordBatchReader:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        return pa.RecordBatchReader.from_batches(pf.schema_arrow,
+                                                 pf.iter_batches(batch_size=65_536))
+    source = pa.memory_map(str(path))
+    try:
+        return pa.ipc.open_stream(source)
+    except pa.ArrowInvalid:
+        file_reader = pa.ipc.open_file(source)
+        batches = (file_reader.get_batch(i) for i in range(file_reader.num_record_batches))
+        return pa.RecordBatchReader.from_batches(file_reader.schema, batches)
+
+
+def _row_estimate(path: Path, fmt: str) -> int:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return 0
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@server_option
+@cli_errors
+def sql(query: str, fmt: str, server: str) -> None:
+    """Run a SQL query and print the result."""
+    reader = connect(server).do_get(flight.Ticket(query.encode()))
+    _print_stream(reader.to_reader(), fmt)
+
+
+def _print_stream(reader: pa.RecordBatchReader, fmt: str) -> None:
+    out = click.get_text_stream("stdout")
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        sink = pa.BufferOutputStream()
+        with pacsv.CSVWriter(sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+        out.write(sink.getvalue().to_pybytes().decode())
+    elif fmt == "json":
+        for batch in reader:
+            for row in batch.to_pylist():
+                out.write(json.dumps(row, default=str) + "\n")
+    else:
+        table = reader.read_all()
+        click.echo(_render_table(table))
+
+
+def _render_table(table: pa.Table, limit: int = 1000) -> str:
+    names = table.column_names
+    rows = [["" if v is None else str(v) for v in r.values()]
+            for r in table.slice(0, limit).to_pylist()]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    line = "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    tail = [f"({table.num_rows} rows{', first ' + str(limit) + ' shown' if table.num_rows > limit else ''})"]
+    return "\n".join([line, sep, *body, *tail])
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print manifests as JSON.")
+@server_option
+@cli_errors
+def datasets(as_json: bool, server: str) -> None:
+    """List datasets."""
+    results = list(connect(server).do_action(flight.Action("list", b"")))
+    manifests = json.loads(results[0].body.to_pybytes()) if results else []
+    if as_json:
+        click.echo(json.dumps(manifests, indent=2))
+        return
+    table = pa.table({
+        "name": [m["name"] for m in manifests],
+        "rows": [m["row_count"] for m in manifests],
+        "bytes": [m["total_bytes"] for m in manifests],
+        "version": [m["version"] for m in manifests],
+        "updated_at": [m["updated_at"] for m in manifests],
+    })
+    click.echo(_render_table(table))
+
+
+@main.command()
+@click.argument("name")
+@server_option
+@cli_errors
+def drop(name: str, server: str) -> None:
+    """Drop dataset NAME."""
+    list(connect(server).do_action(flight.Action("drop", name.encode())))
+    click.echo(f"dropped {name}")
+
+
+@main.command()
+@click.option("--grace", type=float, help="Only delete objects older than this (seconds).")
+@server_option
+@cli_errors
+def gc(grace: float | None, server: str) -> None:
+    """Delete objects no dataset references (older than the grace period)."""
+    body = str(grace).encode() if grace is not None else b""
+    results = list(connect(server).do_action(flight.Action("gc", body)))
+    deleted = json.loads(results[0].body.to_pybytes())["deleted"] if results else []
+    click.echo(f"deleted {len(deleted)} unreferenced objects")

@@ -1,0 +1,207 @@
+"""Settings: every setting has a name, a default and a help text here, and one function
+(`load_settings`) merges defaults < TOML file < ``FLIGHTLAKE_*`` environment < flags.
+
+Credentials never come from the main config file: they come from the secrets file
+(``conf/secrets.toml`` or ``FLIGHTLAKE_SECRETS_FILE``) or the standard ``AWS_*`` variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flightlake.errors import InvalidInput
+
+DEFAULT_CONFIG_FILE = Path("conf/flightlake.toml")
+DEFAULT_SECRETS_FILE = Path("conf/secrets.toml")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its name, type, default, environment name and help."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "FLIGHTLAKE_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("storage", str, "./flightlake-data",
+            "Storage root: a local folder, or s3://BUCKET[/PREFIX] for S3 / MinIO."),
+    Setting("s3_endpoint", str, "",
+            "S3 endpoint URL, e.g. http://127.0.0.1:9000 for a local MinIO; empty means AWS."),
+    Setting("s3_region", str, "us-east-1", "S3 region."),
+    Setting("host", str, "127.0.0.1", "Address both servers bind to."),
+    Setting("flight_port", int, 8815, "Arrow Flight (and Flight SQL) port."),
+    Setting("http_port", int, 3110, "HTTP /v1 shim port; 0 disables the HTTP server."),
+    Setting("max_upload_bytes", int, 256 * 1024 * 1024, "Per-request HTTP upload cap in bytes."),
+    Setting("max_concurrent_ingests", int, 4,
+            "Ingests running at once; more are refused at once (UNAVAILABLE / 503)."),
+    Setting("max_list", int, 10_000, "Most datasets one listing returns."),
+    Setting("tls_cert", str, "", "PEM certificate file; with tls_key, serves TLS on both ports."),
+    Setting("tls_key", str, "", "PEM private key file for tls_cert."),
+    Setting("batch_rows", int, 65_536, "Rows per Arrow record batch in query results."),
+    Setting("query_memory_limit", str, "2GB", "DuckDB memory limit for queries."),
+    Setting("query_threads", int, 0, "DuckDB worker threads; 0 means one per core."),
+    Setting("query_timeout", float, 300.0, "Seconds a query may run before it is cancelled."),
+    Setting("spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."),
+    Setting("gc_grace_seconds", float, 3600.0,
+            "Unreferenced objects younger than this are never swept (protects live ingests)."),
+    Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """S3 credentials; kept out of repr so they never reach logs."""
+
+    access_key_id: str = field(default="", repr=False)
+    secret_access_key: str = field(default="", repr=False)
+    session_token: str = field(default="", repr=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.access_key_id and self.secret_access_key)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A bearer token or a username/password pair with its role (read | write)."""
+
+    name: str
+    role: str
+    token: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The merged, immutable configuration of one server or client process."""
+
+    storage: str = "./flightlake-data"
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    host: str = "127.0.0.1"
+    flight_port: int = 8815
+    http_port: int = 3110
+    max_upload_bytes: int = 256 * 1024 * 1024
+    max_concurrent_ingests: int = 4
+    max_list: int = 10_000
+    tls_cert: str = ""
+    tls_key: str = ""
+    batch_rows: int = 65_536
+    query_memory_limit: str = "2GB"
+    query_threads: int = 0
+    query_timeout: float = 300.0
+    spool_dir: str = ""
+    gc_grace_seconds: float = 3600.0
+    log_level: str = "INFO"
+    credentials: Credentials = field(default_factory=Credentials)
+    principals: tuple[Principal, ...] = ()
+
+    @property
+    def is_s3(self) -> bool:
+        return self.storage.startswith("s3://")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    try:
+        if setting.type is int and isinstance(value, str):
+            return int(value.replace("_", ""))
+        return setting.type(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"{origin}: {setting.name} must be {setting.type.__name__}, got {value!r}"
+        ) from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _load_secrets(path: Path | None, env: Mapping[str, str]) -> tuple[Credentials, tuple[Principal, ...]]:
+    data: dict[str, Any] = {}
+    if path is not None and path.exists():
+        data = _read_toml(path)
+    s3 = data.get("s3", {})
+    creds = Credentials(
+        access_key_id=env.get("AWS_ACCESS_KEY_ID") or s3.get("access_key_id", ""),
+        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or s3.get("secret_access_key", ""),
+        session_token=env.get("AWS_SESSION_TOKEN") or s3.get("session_token", ""),
+    )
+    principals: list[Principal] = []
+    for entry in data.get("tokens", []):
+        principals.append(Principal(entry.get("name", "token"), _role(entry, path),
+                                    token=str(entry["token"])))
+    for entry in data.get("users", []):
+        principals.append(Principal(str(entry["username"]), _role(entry, path),
+                                    password=str(entry["password"])))
+    return creds, tuple(principals)
+
+
+def _role(entry: Mapping[str, Any], path: Path | None) -> str:
+    role = str(entry.get("role", "read"))
+    if role not in ("read", "write"):
+        raise InvalidInput(f"secrets file {path}: role must be 'read' or 'write', got {role!r}")
+    return role
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults < config file < FLIGHTLAKE_* environment < flags into Settings.
+
+    ``config_file`` None means ``conf/flightlake.toml`` when it exists (or
+    ``FLIGHTLAKE_CONFIG``); flags whose value is None are ignored.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+    path: Path | None = Path(config_file) if config_file else None
+    if path is None and env.get("FLIGHTLAKE_CONFIG"):
+        path = Path(env["FLIGHTLAKE_CONFIG"])
+    if path is None and DEFAULT_CONFIG_FILE.exists():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        table = _read_toml(path)
+        table = table.get("flightlake", table)
+        for key, value in table.items():
+            if key not in _BY_NAME:
+                raise InvalidInput(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(_BY_NAME[key], value, str(path))
+
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = _coerce(setting, env[setting.env], setting.env)
+
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = _coerce(_BY_NAME[key], value, f"--{key.replace('_', '-')}")
+
+    secrets_path = Path(env["FLIGHTLAKE_SECRETS_FILE"]) if env.get("FLIGHTLAKE_SECRETS_FILE") \
+        else DEFAULT_SECRETS_FILE
+    if env.get("FLIGHTLAKE_SECRETS_FILE") and not secrets_path.exists():
+        raise InvalidInput(f"secrets file not found: {secrets_path}")
+    creds, principals = _load_secrets(secrets_path, env)
+    return Settings(**values, credentials=creds, principals=principals)

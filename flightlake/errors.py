@@ -1,0 +1,61 @@
+"""One exception hierarchy for flightlake.
+
+    FlightlakeError
+    ├── InvalidInput        bad names, malformed commands, unparseable CSV, bad SQL
+    │   └── QueryError      SQL that DuckDB rejects or that the sandbox refuses
+    ├── NotFound            unknown dataset
+    ├── Conflict            schema conflict, dataset exists in mode=create, lost commit race
+    ├── TooLarge            an upload past the configured cap
+    ├── Unavailable         overload (no ingest slot) or the object store is unreachable
+    │   └── StorageError    the object store failed
+    ├── Unauthenticated     missing or wrong credentials
+    └── Forbidden           credentials lack the role for the call
+
+Front ends map these classes to their own codes, once each (Flight, HTTP, CLI).
+"""
+
+from __future__ import annotations
+
+
+class FlightlakeError(Exception):
+    """Base class of every error flightlake raises on purpose."""
+
+
+class InvalidInput(FlightlakeError):
+    """The request or its data is malformed."""
+
+
+class QueryError(InvalidInput):
+    """The SQL failed to parse, bind or run, or was refused by the sandbox."""
+
+
+class NotFound(FlightlakeError):
+    """The named dataset does not exist."""
+
+
+class Conflict(FlightlakeError):
+    """The request conflicts with the catalog (schema, existence, concurrent commit)."""
+
+
+class TooLarge(FlightlakeError):
+    """The upload exceeds the configured size cap."""
+
+
+class Unavailable(FlightlakeError):
+    """The server cannot take the request now; retrying later may succeed."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageError(Unavailable):
+    """The object store failed or could not be reached."""
+
+
+class Unauthenticated(FlightlakeError):
+    """No credentials, or credentials that match no token or user."""
+
+
+class Forbidden(FlightlakeError):
+    """Valid credentials whose role does not allow the call."""

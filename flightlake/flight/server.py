@@ -1,0 +1,242 @@
+"""The Arrow Flight front end: decode the request, call the lake, return a stream.
+
+Errors leave through one decorator, ``flight_errors``, which maps the flightlake hierarchy to
+gRPC codes (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightlake.catalog import Manifest
+from flightlake.errors import (
+    Conflict,
+    FlightlakeError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from flightlake.flight import tickets
+from flightlake.lake import Lake
+
+log = logging.getLogger("flightlake.flight")
+reqlog = logging.getLogger("flightlake.request")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ACTIONS = {
+    "health": "Server and object-store health as JSON.",
+    "drop": "Drop a dataset; body: the dataset name.",
+    "list": "All datasets' manifests as JSON.",
+    "gc": "Delete unreferenced objects older than the grace period; body: optional seconds.",
+    "refresh": "Re-read the catalog from the object store.",
+}
+
+
+def to_flight_error(exc: FlightlakeError) -> Exception:
+    """The pyarrow exception whose gRPC status matches ``exc``."""
+    msg = str(exc)
+    if isinstance(exc, NotFound):
+        return pa.ArrowKeyError(msg)  # NOT_FOUND
+    if isinstance(exc, Conflict):
+        text = msg if "conflict" in msg.lower() else f"conflict: {msg}"
+        return pa.ArrowInvalid(text)  # INVALID_ARGUMENT, message says conflict
+    if isinstance(exc, TooLarge | InvalidInput):
+        return pa.ArrowInvalid(msg)  # INVALID_ARGUMENT
+    if isinstance(exc, Unavailable):
+        return flight.FlightUnavailableError(msg)
+    if isinstance(exc, Unauthenticated):
+        return flight.FlightUnauthenticatedError(msg)
+    if isinstance(exc, Forbidden):
+        return flight.FlightUnauthorizedError(msg)
+    return flight.FlightInternalError(msg)
+
+
+def flight_errors(method: F) -> F:
+    """Map flightlake errors raised by a handler to Flight errors, once."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except FlightlakeError as exc:
+            raise to_flight_error(exc) from None
+        except (flight.FlightError, pa.ArrowException):
+            raise
+        except Exception as exc:
+            log.exception("internal error in %s", method.__name__)
+            raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
+
+    return cast(F, wrapper)
+
+
+def _log(method: str, start: float, **fields: Any) -> None:
+    fields["ms"] = round((time.perf_counter() - start) * 1000, 1)
+    reqlog.info("%s %s", method, " ".join(f"{k}={v}" for k, v in fields.items()))
+
+
+class Counted:
+    """Wraps a RecordBatchReader to count rows and bytes, and logs when the stream ends."""
+
+    def __init__(self, reader: pa.RecordBatchReader, method: str, **fields: Any) -> None:
+        self.reader = reader
+        self.method = method
+        self.fields = fields
+        self.rows = 0
+        self.bytes = 0
+        self.start = time.perf_counter()
+
+    def stream(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.reader.schema, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        status = "ok"
+        try:
+            for batch in self.reader:
+                self.rows += batch.num_rows
+                self.bytes += batch.nbytes
+                yield batch
+        except BaseException as exc:
+            status = type(exc).__name__
+            raise
+        finally:
+            self.reader.close()
+            _log(self.method, self.start, rows=self.rows, bytes=self.bytes, status=status,
+                 **self.fields)
+
+
+class FlightServer(flight.FlightServerBase):
+    """Plain Flight over a Lake. Build the lake first: the base class serves at once."""
+
+    def __init__(self, lake: Lake, location: str, **kwargs: Any) -> None:
+        self.lake = lake
+        self.sql = None  # the Flight SQL handler, when installed (flightlake.flight.flightsql)
+        super().__init__(location, **kwargs)
+
+    # -- catalog -------------------------------------------------------------------------
+    def flight_info(self, manifest: Manifest) -> flight.FlightInfo:
+        descriptor = flight.FlightDescriptor.for_path(manifest.name)
+        endpoint = flight.FlightEndpoint(tickets.dataset_ticket(manifest.name), [])
+        return flight.FlightInfo(manifest.schema, descriptor, [endpoint],
+                                 manifest.row_count, manifest.total_bytes)
+
+    @flight_errors
+    def list_flights(self, context: Any, criteria: bytes) -> Iterator[flight.FlightInfo]:
+        prefix = criteria.decode("utf-8", "replace") if criteria else ""
+        for manifest in self.lake.datasets():
+            if manifest.name.startswith(prefix):
+                yield self.flight_info(manifest)
+
+    @flight_errors
+    def get_flight_info(
+        self, context: Any, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
+        if descriptor.descriptor_type == flight.DescriptorType.PATH:
+            path = [p.decode("utf-8", "replace") if isinstance(p, bytes) else p
+                    for p in descriptor.path]
+            if len(path) != 1:
+                raise InvalidInput(f"path must have exactly one part, got {path}")
+            return self.flight_info(self.lake.dataset(path[0]))
+        sql = tickets.command_sql(descriptor.command)
+        schema = self.lake.query_schema(sql)
+        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql), [])
+        return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
+
+    @flight_errors
+    def get_schema(self, context: Any, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
+        return flight.SchemaResult(self.get_flight_info(context, descriptor).schema)
+
+    # -- data ----------------------------------------------------------------------------
+    @flight_errors
+    def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
+        sql = tickets.ticket_sql(ticket.ticket)
+        counted = Counted(self.lake.query(sql), "do_get", sql=json.dumps(sql[:200]))
+        return flight.RecordBatchStream(counted.stream())
+
+    @flight_errors
+    def do_put(
+        self, context: Any, descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader, writer: flight.FlightMetadataWriter,
+    ) -> None:
+        start = time.perf_counter()
+        command = tickets.parse_put(descriptor)
+        counter = {"bytes": 0}
+        if command.format == "csv":
+            result = self.lake.ingest_csv(command.dataset, _csv_chunks(reader, counter),
+                                          command.mode)
+        else:
+            result = self.lake.ingest_arrow(command.dataset, reader.schema,
+                                            _arrow_batches(reader, counter), command.mode)
+        writer.write(pa.py_buffer(json.dumps(result.to_json()).encode()))
+        _log("do_put", start, dataset=command.dataset, format=command.format,
+             mode=command.mode, rows=result.rows_written, bytes=counter["bytes"],
+             version=result.version)
+
+    # -- actions -------------------------------------------------------------------------
+    def list_actions(self, context: Any) -> list[tuple[str, str]]:
+        return list(ACTIONS.items())
+
+    @flight_errors
+    def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
+        start = time.perf_counter()
+        body = action.body.to_pybytes() if action.body is not None else b""
+        kind = action.type
+        if kind == "health":
+            out: Any = self.lake.health()
+        elif kind == "drop":
+            name = body.decode("utf-8", "replace").strip()
+            out = {"dropped": self.lake.drop(name).name}
+        elif kind == "list":
+            out = [m.to_json() for m in self.lake.datasets()]
+        elif kind == "gc":
+            grace = float(body) if body.strip() else None
+            out = {"deleted": self.lake.gc(grace)}
+        elif kind == "refresh":
+            out = {"warnings": self.lake.refresh()}
+        else:
+            raise InvalidInput(f"unknown action {kind!r}: use one of {', '.join(ACTIONS)}")
+        _log("do_action", start, action=kind)
+        return iter([flight.Result(pa.py_buffer(json.dumps(out).encode()))])
+
+
+def _arrow_batches(
+    reader: flight.MetadataRecordBatchReader, counter: dict[str, int]
+) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"bad Arrow stream: {exc}") from exc
+        if chunk.data is not None:
+            counter["bytes"] += chunk.data.nbytes
+            yield chunk.data
+
+
+def _csv_chunks(
+    reader: flight.MetadataRecordBatchReader, counter: dict[str, int]
+) -> Iterator[bytes]:
+    schema = reader.schema
+    if len(schema) != 1 or not (pa.types.is_binary(schema[0].type)
+                                or pa.types.is_large_binary(schema[0].type)):
+        raise InvalidInput(
+            f"CSV do_put needs one binary column 'data' holding the file's bytes, got {schema}"
+        )
+    for batch in _arrow_batches(reader, {"bytes": 0}):
+        for value in batch.column(0):
+            if value.is_valid:
+                buf = value.as_buffer()
+                counter["bytes"] += buf.size
+                yield buf.to_pybytes()

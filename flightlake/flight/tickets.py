@@ -1,0 +1,97 @@
+"""Descriptors, commands and tickets of the plain Flight protocol (see docs/protocol.md).
+
+- ``do_put`` descriptor ``for_path(NAME)`` → Arrow stream appended to NAME;
+  ``for_command(JSON)`` → ``{"ingest": NAME, "format": "arrow"|"csv", "mode": ...}``.
+- Tickets: plain SQL text, or JSON the server hands out: ``{"sql": "..."}`` or
+  ``{"dataset": NAME}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.flight as flight
+
+from flightlake.catalog import validate_name
+from flightlake.errors import InvalidInput
+from flightlake.lake import check_mode
+from flightlake.query import quote_ident
+
+FORMATS = ("arrow", "csv")
+
+
+@dataclass(frozen=True)
+class PutCommand:
+    """What a do_put asks for."""
+
+    dataset: str
+    format: str = "arrow"
+    mode: str = "append"
+
+
+def _text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{what} is not UTF-8 text") from exc
+
+
+def parse_put(descriptor: flight.FlightDescriptor) -> PutCommand:
+    if descriptor.descriptor_type == flight.DescriptorType.PATH:
+        path = [p.decode("utf-8", "replace") if isinstance(p, bytes) else p
+                for p in descriptor.path]
+        if len(path) != 1:
+            raise InvalidInput(f"do_put path must have exactly one part (the dataset), got {path}")
+        return PutCommand(validate_name(path[0]))
+    doc = _json_object(descriptor.command, "do_put command")
+    name = doc.get("ingest")
+    if not isinstance(name, str):
+        raise InvalidInput('do_put command needs "ingest": "<dataset name>"')
+    fmt = doc.get("format", "arrow")
+    if fmt not in FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    unknown = set(doc) - {"ingest", "format", "mode"}
+    if unknown:
+        raise InvalidInput(f"unknown do_put command fields: {', '.join(sorted(unknown))}")
+    return PutCommand(validate_name(name), fmt, check_mode(doc.get("mode")))
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    text = _text(raw, what)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return doc
+
+
+def ticket_sql(raw: bytes) -> str:
+    """The SQL a ticket runs: the ticket itself, or the "sql"/"dataset" of a JSON ticket."""
+    text = _text(raw, "ticket").strip()
+    if text.startswith("{"):
+        doc = _json_object(raw, "ticket")
+        if isinstance(doc.get("sql"), str):
+            return str(doc["sql"])
+        if isinstance(doc.get("dataset"), str):
+            return f"SELECT * FROM {quote_ident(validate_name(doc['dataset']))}"
+        raise InvalidInput('JSON ticket needs "sql" or "dataset"')
+    if not text:
+        raise InvalidInput("ticket is empty")
+    return text
+
+
+def sql_ticket(sql: str) -> flight.Ticket:
+    return flight.Ticket(json.dumps({"sql": sql}).encode())
+
+
+def dataset_ticket(name: str) -> flight.Ticket:
+    return flight.Ticket(json.dumps({"dataset": name}).encode())
+
+
+def command_sql(descriptor: flight.FlightDescriptor) -> str:
+    """The SQL of a ``for_command`` descriptor: plain text or ``{"sql": ...}``."""
+    return ticket_sql(descriptor.command)

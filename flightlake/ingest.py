@@ -1,0 +1,374 @@
+"""CSV and Arrow streams → Parquet objects in the store.
+
+Everything streams: CSV bytes are spooled to a local temp file (never held in memory) and
+read back block by block with ``pyarrow.csv.open_csv``; Arrow batches go straight to the
+writer. ``ParquetSink`` groups batches into row groups of bounded size and rolls files, so
+memory is bounded by a few row groups whatever the input size.
+
+CSV types are inferred from a sample (the first block) and then applied to the whole file.
+When a later value contradicts a sampled type, the column is widened (int64 → double →
+string, other types → string), the objects written so far are deleted and the file is read
+again: the result equals what inspecting the whole file would give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from flightlake.catalog import DATA_PREFIX, NewObjects
+from flightlake.errors import Conflict, FlightlakeError, InvalidInput
+from flightlake.storage import Storage, new_object_id
+
+log = logging.getLogger("flightlake.ingest")
+
+SAMPLE_BYTES = 4 << 20  # the first block: what types are inferred from
+BLOCK_BYTES = 8 << 20  # CSV read block
+ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group (DuckDB scans row groups in parallel)
+ROW_GROUP_BYTES = 64 << 20  # ...or this many bytes of Arrow data, whichever comes first
+FILE_ROWS = 4 * 1024 * 1024  # a new Parquet object after this many rows
+COMPRESSION = "zstd"
+_WIDEN: dict[str, pa.DataType] = {"int64": pa.float64()}
+_CONVERSION_RE = re.compile(r"In CSV column #(\d+): .*CSV conversion error to ([^:]+): (.*)", re.S)
+
+
+@dataclass
+class _Group:
+    batches: list[pa.RecordBatch]
+    rows: int = 0
+    nbytes: int = 0
+
+
+class ParquetSink:
+    """Writes record batches as zstd Parquet under ``data/<name>/<ingest id>-<n>.parquet``.
+
+    ``abort()`` deletes every object written; ``close()`` returns them as NewObjects.
+    """
+
+    def __init__(self, storage: Storage, name: str, schema: pa.Schema) -> None:
+        self.storage = storage
+        self.schema = schema
+        self._prefix = f"{DATA_PREFIX}/{name}/{new_object_id()}"
+        self._group = _Group([])
+        self._writer: pq.ParquetWriter | None = None
+        self._stream: pa.NativeFile | None = None
+        self._file_rows = 0
+        self._keys: list[str] = []
+        self._rows: list[int] = []
+        self._sizes: list[int] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        if not batch.schema.equals(self.schema):
+            raise InvalidInput(
+                "record batch schema changed mid-stream: expected "
+                f"{self.schema.names} got {batch.schema.names}"
+            )
+        self._group.batches.append(batch)
+        self._group.rows += batch.num_rows
+        self._group.nbytes += batch.nbytes
+        if self._group.rows >= ROW_GROUP_ROWS or self._group.nbytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._group.batches:
+            return
+        if self._writer is None:
+            self._open()
+        assert self._writer is not None
+        table = pa.Table.from_batches(self._group.batches, self.schema)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._file_rows += table.num_rows
+        self._group = _Group([])
+        if self._file_rows >= FILE_ROWS:
+            self._finish_file()
+
+    def _open(self) -> None:
+        key = f"{self._prefix}-{len(self._keys):05d}.parquet"
+        self._keys.append(key)
+        self._stream = self.storage.open_output(key)
+        self._writer = pq.ParquetWriter(
+            self._stream, self.schema, compression=COMPRESSION, write_statistics=True
+        )
+        self._file_rows = 0
+
+    def _finish_file(self) -> None:
+        assert self._writer is not None and self._stream is not None
+        self._writer.close()
+        self._stream.close()
+        self._rows.append(self._file_rows)
+        self._sizes.append(self.storage.size(self._keys[-1]))
+        self._writer = None
+        self._stream = None
+
+    def close(self) -> NewObjects:
+        self._flush()
+        if self._writer is None and not self._keys:
+            self._open()  # an empty dataset still gets one (empty) object carrying its schema
+        if self._writer is not None:
+            self._finish_file()
+        return NewObjects(self.schema, tuple(self._keys), tuple(self._rows), tuple(self._sizes))
+
+    def abort(self) -> None:
+        """Delete everything written; safe to call more than once and after errors."""
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+        with contextlib.suppress(Exception):
+            if self._stream is not None:
+                self._stream.close()
+        self._writer = None
+        self._stream = None
+        self._group = _Group([])
+        keys, self._keys = self._keys, []
+        try:
+            self.storage.delete(keys)
+        except FlightlakeError as exc:
+            log.error("could not delete objects of a failed ingest %s: %s (gc will)", keys, exc)
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """All fields nullable, no metadata: what every stored object carries."""
+    return pa.schema([pa.field(f.name, f.type, nullable=True) for f in schema])
+
+
+def check_columns(names: list[str]) -> None:
+    """Reject empty and duplicate column names with a message naming them."""
+    for i, name in enumerate(names, 1):
+        if not name.strip():
+            raise InvalidInput(f"column {i} has an empty name")
+    seen: set[str] = set()
+    dups = [n for n in names if n.lower() in seen or seen.add(n.lower())]  # type: ignore[func-returns-value]
+    if dups:
+        raise InvalidInput("duplicate column names: " + ", ".join(sorted(set(dups))))
+
+
+def write_arrow(
+    storage: Storage,
+    name: str,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    target: pa.Schema | None = None,
+) -> NewObjects:
+    """Write an Arrow stream; ``target`` is the existing dataset's schema for appends."""
+    check_columns(schema.names)
+    stored = normalize_schema(schema)
+    if target is not None and not _same_columns(target, stored):
+        from flightlake.catalog import schema_difference
+
+        raise Conflict(f"schema conflict for dataset {name!r}: "
+                       f"{schema_difference(target, stored)}")
+    sink = ParquetSink(storage, name, target if target is not None else stored)
+    try:
+        for batch in batches:
+            if not batch.schema.equals(schema, check_metadata=False):
+                raise InvalidInput(
+                    f"record batch schema changed mid-stream: expected {schema} got {batch.schema}"
+                )
+            sink.write(_retype(batch, sink.schema))
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
+    return a.names == b.names and all(x.type == y.type for x, y in zip(a, b, strict=True))
+
+
+def _retype(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if batch.schema.equals(schema):
+        return batch
+    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+
+# -- CSV ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def spool(chunks: Iterable[bytes], spool_dir: str = "") -> Iterator[tuple[Path, int]]:
+    """Write a byte stream to a local temp file; yield (path, size); delete it afterwards."""
+    fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=".csv", dir=spool_dir or None)
+    path = Path(name)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                size += len(chunk)
+        yield path, size
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class _RowError:
+    """Remembers the first malformed row pyarrow reports, to put its line in the message."""
+
+    def __init__(self) -> None:
+        self.message = ""
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        if not self.message:
+            where = f"line {row.number}" if row.number is not None else "a row"
+            self.message = (f"{where} has {row.actual_columns} fields, the header has "
+                            f"{row.expected_columns}: {row.text[:120]!r}")
+        return "error"
+
+
+def _parse_options(handler: _RowError) -> pacsv.ParseOptions:
+    return pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler)
+
+
+def _csv_error(exc: Exception, handler: _RowError) -> InvalidInput:
+    text = str(exc)
+    if handler.message:
+        return InvalidInput(f"malformed CSV: {handler.message}")
+    if "Empty CSV file" in text:
+        return InvalidInput("CSV is empty: no header line")
+    if "UTF8" in text or "utf8" in text.lower():
+        return InvalidInput(f"CSV is not valid UTF-8 text: {text}")
+    return InvalidInput(f"malformed CSV: {text}")
+
+
+def infer_csv_schema(path: Path, size: int) -> pa.Schema:
+    """Types from the header and a sample; ambiguous columns become string (logged)."""
+    if size == 0:
+        raise InvalidInput("CSV is empty: no header line")
+    handler = _RowError()
+    read = pacsv.ReadOptions(block_size=SAMPLE_BYTES, use_threads=False)
+    try:
+        with pacsv.open_csv(path, read_options=read, parse_options=_parse_options(handler)) as r:
+            inferred = r.schema
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise _csv_error(exc, handler) from exc
+    check_columns(inferred.names)
+    ints = [f.name for f in inferred if pa.types.is_integer(f.type)]
+    zero_padded = _leading_zeros(path, ints) if ints else set()
+    fields = []
+    for f in inferred:
+        kind = f.type
+        if pa.types.is_null(kind):
+            log.info("CSV column %r: no values in the sample; reading it as string", f.name)
+            kind = pa.string()
+        elif f.name in zero_padded:
+            log.info("CSV column %r: integers with leading zeros; reading it as string", f.name)
+            kind = pa.string()
+        fields.append(pa.field(f.name, kind))
+    return pa.schema(fields)
+
+
+def _leading_zeros(path: Path, columns: list[str]) -> set[str]:
+    """The integer columns whose sampled text has values like '007' (codes, not numbers)."""
+    read = pacsv.ReadOptions(block_size=SAMPLE_BYTES, use_threads=False)
+    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()),
+                                   include_columns=columns)
+    with pacsv.open_csv(path, read_options=read, parse_options=_parse_options(_RowError()),
+                        convert_options=convert) as reader:
+        try:
+            sample = reader.read_next_batch()
+        except StopIteration:
+            return set()
+    padded = set()
+    for name in columns:
+        values = sample.column(name).to_pylist()
+        if any(v and len(v) > 1 and v.lstrip("+-").startswith("0") for v in values):
+            padded.add(name)
+    return padded
+
+
+def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Stream the CSV at ``path`` as batches typed by ``schema`` (raises pyarrow errors)."""
+    handler = _RowError()
+    read = pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True)
+    convert = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema},
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        with pacsv.open_csv(path, read_options=read, parse_options=_parse_options(handler),
+                            convert_options=convert) as reader:
+            if reader.schema.names != schema.names:
+                from flightlake.catalog import schema_difference
+
+                raise Conflict("CSV header does not match the dataset: "
+                               f"{schema_difference(schema, reader.schema)}")
+            yield from reader
+    except _Widen:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        widen = _conversion_failure(exc, schema)
+        if widen is not None:
+            raise widen from exc
+        raise _csv_error(exc, handler) from exc
+
+
+class _Widen(Exception):
+    """A value contradicts a column type: read again with ``column`` as ``new_type``."""
+
+    def __init__(self, column: str, old_type: pa.DataType, value: str) -> None:
+        super().__init__(column)
+        self.column = column
+        self.old_type = old_type
+        self.value = value
+        self.new_type = pa.string()
+        if str(old_type) in _WIDEN:
+            try:
+                float(value.strip("'\""))
+                self.new_type = _WIDEN[str(old_type)]
+            except ValueError:
+                pass
+
+
+def _conversion_failure(exc: Exception, schema: pa.Schema) -> _Widen | None:
+    match = _CONVERSION_RE.search(str(exc))
+    if not match:
+        return None
+    index = int(match.group(1))
+    if index >= len(schema):
+        return None
+    f = schema.field(index)
+    if pa.types.is_string(f.type):
+        return None
+    return _Widen(f.name, f.type, match.group(3).strip()[:80])
+
+
+def write_csv(
+    storage: Storage,
+    name: str,
+    path: Path,
+    size: int,
+    target: pa.Schema | None = None,
+) -> NewObjects:
+    """Ingest the spooled CSV at ``path``; ``target`` fixes the types (append to a dataset)."""
+    schema = target if target is not None else infer_csv_schema(path, size)
+    for _attempt in range(4 * len(schema) + 1):
+        sink = ParquetSink(storage, name, schema)
+        try:
+            for batch in read_csv_batches(path, schema):
+                sink.write(batch)
+            return sink.close()
+        except _Widen as widen:
+            sink.abort()
+            if target is not None:
+                raise Conflict(
+                    f"CSV column {widen.column!r}: value {widen.value!r} is not "
+                    f"{widen.old_type} as dataset {name!r} requires"
+                ) from None
+            log.warning("CSV column %r: value %r contradicts sampled type %s; reading it as %s",
+                        widen.column, widen.value, widen.old_type, widen.new_type)
+            schema = schema.set(schema.get_field_index(widen.column),
+                                pa.field(widen.column, widen.new_type))
+        except BaseException:
+            sink.abort()
+            raise
+    raise InvalidInput("CSV column types did not settle")  # unreachable: types only widen

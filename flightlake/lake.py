@@ -1,0 +1,266 @@
+"""The lake: storage + catalog + ingest + query behind one facade.
+
+Front ends (Flight, Flight SQL, HTTP, CLI) call only this class and translate. Ingest slots
+are shared by every front end: when all are taken a new ingest is refused at once
+(``Unavailable``), never queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from flightlake.catalog import (
+    DATA_PREFIX,
+    Catalog,
+    Manifest,
+    NewObjects,
+    new_manifest,
+    schema_difference,
+    schema_fingerprint,
+    tombstone,
+    validate_name,
+)
+from flightlake.config import Settings
+from flightlake.errors import Conflict, InvalidInput, NotFound, Unavailable
+from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
+from flightlake.query import QueryEngine
+from flightlake.storage import Storage
+
+log = logging.getLogger("flightlake.lake")
+
+MODES = ("append", "overwrite", "create")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ingest committed."""
+
+    dataset: str
+    rows_written: int
+    version: int
+    manifest: Manifest
+
+    def to_json(self) -> dict[str, object]:
+        return {"dataset": self.dataset, "rows_written": self.rows_written,
+                "version": self.version}
+
+
+def check_mode(mode: str | None) -> str:
+    mode = mode or "append"
+    if mode not in MODES:
+        raise InvalidInput(f"unknown ingest mode {mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+class Lake:
+    """One lake: build it fully before any front end starts serving."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage = Storage(settings)
+        self.catalog = Catalog(self.storage)
+        self.load_warnings = self.catalog.load()
+        self.engine = QueryEngine(settings, self.storage)
+        for manifest in self.catalog.list():
+            self.engine.set_view(manifest.name, manifest.objects)
+        self.catalog.listeners.append(self._on_commit)
+        self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
+        self._active_ingests: dict[str, int] = {}
+        self._active_lock = threading.Lock()
+        log.info("lake ready: %s, %d datasets", self.storage.describe(), len(self.catalog.list()))
+
+    def _on_commit(self, manifest: Manifest) -> None:
+        if manifest.dropped:
+            self.engine.drop_view(manifest.name)
+        else:
+            self.engine.set_view(manifest.name, manifest.objects)
+
+    # -- catalog -------------------------------------------------------------------------
+    def datasets(self) -> list[Manifest]:
+        return self.catalog.list(limit=self.settings.max_list)
+
+    def dataset(self, name: str) -> Manifest:
+        return self.catalog.get(name)
+
+    def drop(self, name: str) -> Manifest:
+        """Drop ``name``: commit a tombstone, then delete its objects."""
+        removed: list[Manifest] = []
+
+        def build(head: Manifest | None) -> Manifest:
+            if head is None:
+                raise NotFound(f"dataset {name!r} not found")
+            removed[:] = [head]
+            return tombstone(head)
+
+        self.catalog.commit(name, build)
+        old = removed[0]
+        self._delete_quietly(old.objects)
+        return old
+
+    # -- ingest --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def ingest_slot(self, name: str) -> Iterator[None]:
+        """Hold one of the ingest slots, or raise Unavailable at once when none is free."""
+        if not self._slots.acquire(blocking=False):
+            raise Unavailable(
+                f"all {self.settings.max_concurrent_ingests} ingest slots are busy; retry shortly"
+            )
+        with self._active_lock:
+            self._active_ingests[name] = self._active_ingests.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._active_ingests[name] -= 1
+                if not self._active_ingests[name]:
+                    del self._active_ingests[name]
+            self._slots.release()
+
+    @property
+    def active_ingests(self) -> int:
+        with self._active_lock:
+            return sum(self._active_ingests.values())
+
+    def ingest_arrow(
+        self, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+        mode: str | None = "append",
+    ) -> IngestResult:
+        """Ingest an Arrow stream into dataset ``name``."""
+        validate_name(name)
+        mode = check_mode(mode)
+        with self.ingest_slot(name):
+            head = self._precheck(name, mode)
+            target = head.schema if head is not None and mode == "append" else None
+            new = write_arrow(self.storage, name, schema, batches, target=target)
+            return self._commit(name, mode, new)
+
+    def ingest_csv(
+        self, name: str, chunks: Iterable[bytes], mode: str | None = "append"
+    ) -> IngestResult:
+        """Ingest CSV bytes (streamed in chunks) into dataset ``name``."""
+        validate_name(name)
+        mode = check_mode(mode)
+        with self.ingest_slot(name):
+            head = self._precheck(name, mode)
+            with spool(chunks, self.settings.spool_dir) as (path, size):
+                return self._ingest_spooled_csv(name, mode, head, path, size)
+
+    def ingest_csv_file(self, name: str, path: Path, mode: str | None = "append") -> IngestResult:
+        """Ingest a CSV file already on local disk (e.g. an HTTP upload's spool)."""
+        validate_name(name)
+        mode = check_mode(mode)
+        with self.ingest_slot(name):
+            head = self._precheck(name, mode)
+            return self._ingest_spooled_csv(name, mode, head, path, path.stat().st_size)
+
+    def _ingest_spooled_csv(
+        self, name: str, mode: str, head: Manifest | None, path: Path, size: int
+    ) -> IngestResult:
+        target = head.schema if head is not None and mode == "append" else None
+        new = write_csv(self.storage, name, path, size, target=target)
+        return self._commit(name, mode, new)
+
+    def _precheck(self, name: str, mode: str) -> Manifest | None:
+        head = self.catalog.find(name)
+        if mode == "create" and head is not None:
+            raise Conflict(f"dataset {name!r} already exists (mode=create)")
+        return head
+
+    def _commit(self, name: str, mode: str, new: NewObjects) -> IngestResult:
+        schema = normalize_schema(new.schema)
+        replaced: list[Manifest] = []
+
+        def build(head: Manifest | None) -> Manifest:
+            if head is None or mode == "overwrite":
+                if head is not None and mode == "create":
+                    raise Conflict(f"dataset {name!r} already exists (mode=create)")
+                if head is not None:
+                    replaced[:] = [head]
+                return new_manifest(name, head, schema, new.keys, new.rows, new.sizes)
+            if mode == "create":
+                raise Conflict(f"dataset {name!r} already exists (mode=create)")
+            if head.schema_fingerprint != schema_fingerprint(schema):
+                raise Conflict(f"schema conflict for dataset {name!r}: "
+                               f"{schema_difference(head.schema, schema)}")
+            old = zip(head.objects, head.object_rows, head.object_bytes, strict=True)
+            added = zip(new.keys, new.rows, new.sizes, strict=True)
+            # Empty objects only carry a schema: keep one only while the dataset is empty.
+            files = [f for f in (*old, *added) if f[1] > 0] or [
+                *zip(head.objects, head.object_rows, head.object_bytes, strict=True)
+            ]
+            return new_manifest(name, head, schema, tuple(f[0] for f in files),
+                                tuple(f[1] for f in files), tuple(f[2] for f in files))
+
+        try:
+            manifest = self.catalog.commit(name, build)
+        except BaseException:
+            self._delete_quietly(new.keys)
+            raise
+        assert manifest is not None
+        unused = set(new.keys) - set(manifest.objects)
+        self._delete_quietly(unused)
+        if replaced:
+            # Old objects of an overwritten version: in-flight queries may still read them,
+            # so they are left to the gc sweep (after its grace period) rather than deleted.
+            log.info("dataset %s overwritten; %d old objects await gc",
+                     name, len(replaced[0].objects))
+        return IngestResult(name, new.row_count, manifest.version, manifest)
+
+    def _delete_quietly(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        try:
+            self.storage.delete(keys)
+        except Exception as exc:
+            log.error("could not delete %d objects (gc will retry): %s", len(keys), exc)
+
+    # -- query ---------------------------------------------------------------------------
+    def query(self, sql: str, batch_rows: int | None = None) -> pa.RecordBatchReader:
+        """Run client SQL; the reader streams the result."""
+        return self.engine.execute(sql, batch_rows)
+
+    def query_schema(self, sql: str) -> pa.Schema:
+        return self.engine.schema(sql)
+
+    # -- housekeeping --------------------------------------------------------------------
+    def gc(self, grace_seconds: float | None = None) -> list[str]:
+        """Delete data objects no manifest references and older than the grace period."""
+        grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+        self.refresh()
+        referenced = self.catalog.referenced_keys()
+        cutoff = time.time() - grace
+        doomed = [o.key for o in self.storage.list(DATA_PREFIX)
+                  if o.key not in referenced and o.mtime <= cutoff]
+        self._delete_quietly(doomed)
+        if doomed:
+            log.info("gc removed %d unreferenced objects", len(doomed))
+        return doomed
+
+    def refresh(self) -> list[str]:
+        """Re-read the catalog from the store (other writers' commits) and update views."""
+        before = {m.name: m.version for m in self.catalog.list()}
+        warnings = self.catalog.load()
+        after = {m.name: m for m in self.catalog.list()}
+        for name in before.keys() - after.keys():
+            self.engine.drop_view(name)
+        for name, manifest in after.items():
+            if before.get(name) != manifest.version:
+                self.engine.set_view(name, manifest.objects)
+        return warnings
+
+    def health(self) -> dict[str, object]:
+        self.storage.check()
+        return {"status": "ok", "service": "flightlake", "datasets": len(self.catalog.list()),
+                "storage": self.storage.describe()}
+
+    def close(self) -> None:
+        self.engine.close()

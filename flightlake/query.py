@@ -1,0 +1,206 @@
+"""The DuckDB query engine — the only module that imports duckdb.
+
+One in-memory database holds one view per dataset (``CREATE OR REPLACE VIEW`` when a commit
+lands, never per request). Every request runs on its own cursor. Client SQL is sandboxed by
+DuckDB's own configuration: external access is off except for the lake's data folder
+(``allowed_directories``), extensions cannot be loaded or installed, configuration is
+locked, and only a single SELECT statement is accepted (checked on DuckDB's parsed statement
+type, not by string matching). For S3, httpfs is loaded offline from the pinned
+``duckdb-extension-httpfs`` package.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from flightlake.config import Settings
+from flightlake.errors import NotFound, QueryError, Unavailable
+from flightlake.storage import Storage
+
+log = logging.getLogger("flightlake.query")
+
+_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def httpfs_extension_path() -> str:
+    """The httpfs extension file shipped by the pinned duckdb-extension-httpfs package."""
+    import duckdb_extension_httpfs
+
+    base = os.path.dirname(duckdb_extension_httpfs.__file__)
+    found = glob.glob(os.path.join(base, "extensions", f"v{duckdb.__version__}", "httpfs.duckdb_extension"))
+    if not found:
+        raise RuntimeError(
+            f"httpfs for duckdb {duckdb.__version__} not found under {base}; "
+            "install duckdb-extension-httpfs with the same version as duckdb"
+        )
+    return found[0]
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class QueryEngine:
+    """DuckDB over the lake's Parquet objects."""
+
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self.settings = settings
+        self.storage = storage
+        self._tmp = tempfile.TemporaryDirectory(prefix="flightlake-duckdb-")
+        tmp = Path(self._tmp.name)
+        config: dict[str, str | bool | int] = {
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "extension_directory": str(tmp / "extensions"),
+            "secret_directory": str(tmp / "secrets"),
+            "temp_directory": str(tmp / "spill"),
+            "memory_limit": settings.query_memory_limit,
+            "allow_persistent_secrets": False,
+        }
+        if settings.query_threads > 0:
+            config["threads"] = settings.query_threads
+        self._con = duckdb.connect(":memory:", config=config)
+        self._ddl = threading.Lock()
+        if storage.is_s3:
+            self._setup_s3()
+        data_root = storage.root_url.rstrip("/") + "/data/"
+        self._con.execute(f"SET allowed_directories=[{_quote_literal(data_root)}]")
+        self._con.execute("SET enable_external_access=false")
+        self._con.execute("SET lock_configuration=true")
+
+    def _setup_s3(self) -> None:
+        self._con.execute(f"LOAD {_quote_literal(httpfs_extension_path())}")
+        s3 = self.storage.duckdb_s3()
+        parts = ["TYPE s3", f"REGION {_quote_literal(s3['region'])}",
+                 f"URL_STYLE {_quote_literal(s3['url_style'])}",
+                 f"USE_SSL {s3['use_ssl']}",
+                 f"SCOPE {_quote_literal(self.storage.root_url)}"]
+        if s3["endpoint"]:
+            parts.append(f"ENDPOINT {_quote_literal(s3['endpoint'])}")
+        if s3["key_id"]:
+            parts.append(f"KEY_ID {_quote_literal(s3['key_id'])}")
+            parts.append(f"SECRET {_quote_literal(s3['secret'])}")
+        if s3["session_token"]:
+            parts.append(f"SESSION_TOKEN {_quote_literal(s3['session_token'])}")
+        self._con.execute(f"CREATE TEMPORARY SECRET flightlake_store ({', '.join(parts)})")
+
+    # -- views ---------------------------------------------------------------------------
+    def set_view(self, name: str, keys: tuple[str, ...]) -> None:
+        """Point the view ``name`` at exactly these Parquet objects."""
+        urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
+        sql = (f"CREATE OR REPLACE VIEW {quote_ident(name)} AS "
+               f"SELECT * FROM read_parquet([{urls}])")
+        with self._ddl:
+            self._con.execute(sql)
+
+    def drop_view(self, name: str) -> None:
+        with self._ddl:
+            self._con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
+
+    # -- queries -------------------------------------------------------------------------
+    def check(self, sql: str) -> str:
+        """Return ``sql`` if it is exactly one read-only statement, else raise QueryError."""
+        if not sql or not sql.strip():
+            raise QueryError("SQL is empty")
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from exc
+        if len(statements) != 1:
+            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+        kind = statements[0].type
+        if kind not in _ALLOWED_STATEMENTS:
+            raise QueryError(
+                f"only SELECT queries are allowed here, got a {kind.name} statement"
+            )
+        return sql
+
+    def schema(self, sql: str) -> pa.Schema:
+        """The result schema of ``sql`` without running it to completion."""
+        self.check(sql)
+        cursor = self._con.cursor()
+        try:
+            rel = cursor.sql(sql)
+            return rel.limit(0).to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            cursor.close()
+
+    def execute(self, sql: str, batch_rows: int | None = None) -> pa.RecordBatchReader:
+        """Run ``sql`` and return a reader streaming its result batch by batch.
+
+        The cursor lives as long as the reader is being consumed; the query is interrupted
+        after ``query_timeout`` seconds or when the reader is closed early.
+        """
+        self.check(sql)
+        cursor = self._con.cursor()
+        timer = threading.Timer(self.settings.query_timeout, cursor.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            cursor.execute(sql)
+            reader = cursor.to_arrow_reader(batch_rows or self.settings.batch_rows)
+        except duckdb.Error as exc:
+            timer.cancel()
+            cursor.close()
+            raise _translate(exc, self.settings.query_timeout) from exc
+        except BaseException:
+            timer.cancel()
+            cursor.close()
+            raise
+        return pa.RecordBatchReader.from_batches(
+            reader.schema, _guarded(reader, cursor, timer, self.settings.query_timeout)
+        )
+
+    def close(self) -> None:
+        self._con.close()
+        self._tmp.cleanup()
+
+
+def _guarded(
+    reader: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, timer: threading.Timer,
+    timeout: float,
+) -> Iterator[pa.RecordBatch]:
+    try:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowException, duckdb.Error) as exc:
+                raise _translate(exc, timeout) from exc
+            yield batch
+    finally:
+        timer.cancel()
+        try:
+            cursor.interrupt()
+        finally:
+            cursor.close()
+
+
+def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
+    text = str(exc)
+    if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
+        return QueryError(f"query cancelled (timeout {timeout:.0f} s or client gone)"
+                          if timeout else "query cancelled")
+    if isinstance(exc, duckdb.IOException) and ("HTTP" in text or "connect" in text.lower()):
+        return Unavailable(f"object store unreachable while querying: {text}")
+    if isinstance(exc, duckdb.CatalogException) and "does not exist" in text:
+        return NotFound(text)
+    if isinstance(exc, duckdb.PermissionException):
+        return QueryError(f"not allowed: {text}")
+    return QueryError(text)
