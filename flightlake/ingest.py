@@ -39,7 +39,9 @@ ROW_GROUP_BYTES = 64 << 20  # ...or this many bytes of Arrow data, whichever com
 FILE_ROWS = 4 * 1024 * 1024  # a new Parquet object after this many rows
 COMPRESSION = "zstd"
 _WIDEN: dict[str, pa.DataType] = {"int64": pa.float64()}
-_CONVERSION_RE = re.compile(r"In CSV column #(\d+): .*CSV conversion error to ([^:]+): (.*)", re.S)
+_CONVERSION_RE = re.compile(
+    r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): "
+    r"invalid value '(.*)'", re.S)
 
 
 @dataclass
@@ -256,6 +258,9 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
     fields = []
     for f in inferred:
         kind = f.type
+        if pa.types.is_binary(kind):
+            raise InvalidInput(f"CSV is not valid UTF-8 text: column {f.name!r} has "
+                               "bytes that are not UTF-8")
         if pa.types.is_null(kind):
             log.info("CSV column %r: no values in the sample; reading it as string", f.name)
             kind = pa.string()
@@ -315,9 +320,10 @@ def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
 class _Widen(Exception):
     """A value contradicts a column type: read again with ``column`` as ``new_type``."""
 
-    def __init__(self, column: str, old_type: pa.DataType, value: str) -> None:
+    def __init__(self, column: str, old_type: pa.DataType, value: str, row: str | None) -> None:
         super().__init__(column)
         self.column = column
+        self.where = f" on line {row}" if row else ""
         self.old_type = old_type
         self.value = value
         self.new_type = pa.string()
@@ -339,7 +345,7 @@ def _conversion_failure(exc: Exception, schema: pa.Schema) -> _Widen | None:
     f = schema.field(index)
     if pa.types.is_string(f.type):
         return None
-    return _Widen(f.name, f.type, match.group(3).strip()[:80])
+    return _Widen(f.name, f.type, match.group(4)[:80], match.group(2))
 
 
 def write_csv(
@@ -361,11 +367,11 @@ def write_csv(
             sink.abort()
             if target is not None:
                 raise Conflict(
-                    f"CSV column {widen.column!r}: value {widen.value!r} is not "
+                    f"CSV column {widen.column!r}: value {widen.value!r}{widen.where} is not "
                     f"{widen.old_type} as dataset {name!r} requires"
                 ) from None
-            log.warning("CSV column %r: value %r contradicts sampled type %s; reading it as %s",
-                        widen.column, widen.value, widen.old_type, widen.new_type)
+            log.warning("CSV column %r: value %r%s contradicts sampled type %s; reading it as %s",
+                        widen.column, widen.value, widen.where, widen.old_type, widen.new_type)
             schema = schema.set(schema.get_field_index(widen.column),
                                 pa.field(widen.column, widen.new_type))
         except BaseException:

@@ -1,0 +1,289 @@
+"""The lake facade on local and S3 storage: ingest, modes, catalog, query, drop, gc."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from flightlake.errors import Conflict, InvalidInput, NotFound, QueryError, Unavailable
+from flightlake.lake import Lake
+from tests.servers import make_settings
+
+
+@pytest.fixture
+def lake(storage_url: str, request: pytest.FixtureRequest) -> Iterator[Lake]:
+    s3 = request.getfixturevalue("s3_server") if storage_url.startswith("s3://") else None
+    lake = Lake(make_settings(storage_url, s3))
+    yield lake
+    lake.close()
+
+
+def reopen(lake: Lake) -> Lake:
+    return Lake(lake.settings)
+
+
+def rows(lake: Lake, sql: str) -> list[dict]:
+    return lake.query(sql).read_all().to_pylist()
+
+
+def data_keys(lake: Lake) -> set[str]:
+    return {o.key for o in lake.storage.list("data")}
+
+
+def csv(text: str) -> list[bytes]:
+    raw = text.encode()
+    return [raw[i : i + 7] for i in range(0, len(raw), 7)]  # awkward chunk boundaries
+
+
+def test_csv_ingest_infers_types_and_queries(lake: Lake) -> None:
+    result = lake.ingest_csv("people", csv("id,name,score,born,ok\n1,ann,1.5,2020-01-02,true\n"
+                                           "2,,2.5,2021-03-04,false\n"))
+    assert (result.rows_written, result.version) == (2, 1)
+    schema = lake.dataset("people").schema
+    assert [str(f.type) for f in schema] == ["int64", "string", "double", "date32[day]", "bool"]
+    assert rows(lake, "SELECT id, name FROM people ORDER BY id") == [
+        {"id": 1, "name": "ann"}, {"id": 2, "name": None}]
+
+
+def test_late_contradicting_value_widens_without_losing_rows(lake: Lake) -> None:
+    body = "n,code\n" + "".join(f"{i},{i}\n" for i in range(300_000)) + "x1,2.5\n"
+    result = lake.ingest_csv("late", [body.encode()])
+    assert result.rows_written == 300_001
+    schema = lake.dataset("late").schema
+    assert str(schema.field("n").type) == "string"
+    assert str(schema.field("code").type) == "double"
+    assert rows(lake, "SELECT count(*) AS c, max(code) AS m FROM late") == [
+        {"c": 300_001, "m": 299_999.0}]
+    assert rows(lake, "SELECT n FROM late WHERE n = 'x1'") == [{"n": "x1"}]
+    assert len(data_keys(lake)) == len(lake.dataset("late").objects)  # no leftovers
+
+
+def test_ambiguous_columns_become_strings(lake: Lake, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    lake.ingest_csv("zips", [b"zip,empty\n01234,\n60601,\n"])
+    schema = lake.dataset("zips").schema
+    assert str(schema.field("zip").type) == "string"
+    assert str(schema.field("empty").type) == "string"
+    assert rows(lake, "SELECT zip FROM zips ORDER BY zip") == [{"zip": "01234"}, {"zip": "60601"}]
+    assert "leading zeros" in caplog.text
+    assert "no values in the sample" in caplog.text
+
+
+def test_bom_crlf_and_quoted_newlines(lake: Lake) -> None:
+    body = '\ufeffid,text\r\n1,"line one\r\nline two"\r\n2,"a ""quoted"" word"\r\n'
+    lake.ingest_csv("quoted", [body.encode()])
+    assert lake.dataset("quoted").schema.names == ["id", "text"]
+    assert rows(lake, "SELECT text FROM quoted ORDER BY id") == [
+        {"text": "line one\r\nline two"}, {"text": 'a "quoted" word'}]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "CSV is empty"),
+        (b"a,b\n1,2\n3,4,5\n", "line 3 has 3 fields, the header has 2"),
+        (b"a,b\n1,\xff\xfe\n", "not valid UTF-8"),
+        (b"a,a\n1,2\n", "duplicate column names: a"),
+        (b"a,,c\n1,2,3\n", "column 2 has an empty name"),
+    ],
+)
+def test_bad_csv_is_a_clear_error_and_leaves_nothing(lake: Lake, body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        lake.ingest_csv("bad", [body])
+    with pytest.raises(NotFound):
+        lake.dataset("bad")
+    assert data_keys(lake) == set()
+
+
+def test_header_only_csv_makes_an_empty_dataset(lake: Lake) -> None:
+    lake.ingest_csv("empty", [b"a,b\n"])
+    assert lake.dataset("empty").row_count == 0
+    assert rows(lake, "SELECT count(*) AS c FROM empty") == [{"c": 0}]
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("../x", "'..'"), ("a/b", "'/'"), ("a\x00b", "NUL"), ("a\nb", "CR, LF or TAB"),
+     ("x" * 1100, "longer than 1024"), ("", "empty"), ("has space", "invalid dataset name")],
+)
+def test_bad_dataset_names(lake: Lake, name: str, problem: str) -> None:
+    with pytest.raises(InvalidInput, match=problem):
+        lake.ingest_csv(name, [b"a\n1\n"])
+
+
+def table(n: int, start: int = 0) -> pa.Table:
+    return pa.table({"id": pa.array(range(start, start + n), pa.int64()),
+                     "label": [f"r{i}" for i in range(start, start + n)]})
+
+
+def test_arrow_append_overwrite_create(lake: Lake) -> None:
+    t = table(10)
+    first = lake.ingest_arrow("t", t.schema, t.to_batches())
+    second = lake.ingest_arrow("t", t.schema, table(5, 10).to_batches())
+    assert (first.version, second.version) == (1, 2)
+    assert first.manifest.dataset_id == second.manifest.dataset_id  # idempotent by name+schema
+    assert lake.dataset("t").row_count == 15
+    assert rows(lake, "SELECT count(*) AS c FROM t") == [{"c": 15}]
+    lake.ingest_arrow("t", pa.schema([("other", pa.string())]),
+                      pa.table({"other": ["x"]}).to_batches(), mode="overwrite")
+    assert rows(lake, "SELECT * FROM t") == [{"other": "x"}]
+    with pytest.raises(Conflict, match="already exists"):
+        lake.ingest_arrow("t", t.schema, t.to_batches(), mode="create")
+
+
+def test_append_with_different_schema_names_the_columns(lake: Lake) -> None:
+    t = table(3)
+    lake.ingest_arrow("s", t.schema, t.to_batches())
+    other = pa.table({"id": pa.array([1], pa.int32()), "extra": ["x"]})
+    with pytest.raises(Conflict, match=r"missing columns: label.*new columns: extra.*id \(int64 -> int32\)"):
+        lake.ingest_arrow("s", other.schema, other.to_batches())
+    assert lake.dataset("s").row_count == 3
+    assert len(data_keys(lake)) == 1
+
+
+def test_csv_append_uses_the_dataset_types(lake: Lake) -> None:
+    lake.ingest_csv("c", [b"id,name\n1,a\n"])
+    lake.ingest_csv("c", [b"id,name\n2,b\n"])
+    assert rows(lake, "SELECT sum(id) AS s FROM c") == [{"s": 3}]
+    with pytest.raises(Conflict, match="value 'zz'.* is not int64"):
+        lake.ingest_csv("c", [b"id,name\nzz,b\n"])
+    with pytest.raises(Conflict, match="missing columns: name"):
+        lake.ingest_csv("c", [b"id,nom\n3,b\n"])
+    assert lake.dataset("c").row_count == 2
+    assert len(data_keys(lake)) == 2
+
+
+def test_schema_change_mid_stream_commits_nothing(lake: Lake) -> None:
+    t = table(3)
+    bad = pa.record_batch({"id": pa.array([1], pa.int64()), "label": pa.array([1], pa.int64())})
+    with pytest.raises(InvalidInput, match="schema changed mid-stream"):
+        lake.ingest_arrow("m", t.schema, [*t.to_batches(), bad])
+    with pytest.raises(NotFound):
+        lake.dataset("m")
+    assert data_keys(lake) == set()
+
+
+def test_catalog_survives_restart(lake: Lake) -> None:
+    t = table(100)
+    lake.ingest_arrow("keep", t.schema, t.to_batches())
+    lake.ingest_arrow("gone", t.schema, t.to_batches())
+    lake.drop("gone")
+    again = reopen(lake)
+    try:
+        assert [m.name for m in again.datasets()] == ["keep"]
+        assert again.dataset("keep").dataset_id == lake.dataset("keep").dataset_id
+        assert rows(again, "SELECT count(*) AS c FROM keep") == [{"c": 100}]
+        with pytest.raises(NotFound):
+            rows(again, "SELECT * FROM gone")
+    finally:
+        again.close()
+
+
+def test_garbage_manifest_is_skipped_not_fatal(lake: Lake) -> None:
+    t = table(4)
+    lake.ingest_arrow("ok", t.schema, t.to_batches())
+    lake.ingest_arrow("ok", t.schema, t.to_batches())
+    assert lake.storage.put_if_absent("_catalog/ok/v0000000003.json", b"{not json")
+    assert lake.storage.put_if_absent("_catalog/torn/v0000000001.json", b'{"name": "torn"')
+    again = reopen(lake)
+    try:
+        assert len(again.load_warnings) == 2
+        assert again.dataset("ok").version == 2  # falls back to the last readable version
+        assert [m.name for m in again.datasets()] == ["ok"]
+        again.ingest_arrow("ok", t.schema, t.to_batches())  # next commit skips the bad number
+        assert again.dataset("ok").version == 4
+        assert again.dataset("ok").row_count == 12
+    finally:
+        again.close()
+
+
+def test_concurrent_appends_keep_every_row(lake: Lake) -> None:
+    t = table(1000)
+    errors: list[Exception] = []
+
+    def append() -> None:
+        try:
+            lake.ingest_arrow("par", t.schema, t.to_batches())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert rows(lake, "SELECT count(*) AS c FROM par") == [{"c": 4000}]
+    assert lake.dataset("par").version == 4
+
+
+def test_two_lakes_on_one_store_do_not_lose_commits(lake: Lake) -> None:
+    """A second server process on the same store: commits race, none is lost."""
+    t = table(10)
+    lake.ingest_arrow("shared", t.schema, t.to_batches())
+    other = reopen(lake)
+    try:
+        other.ingest_arrow("shared", t.schema, t.to_batches())  # other is now at v2
+        lake.ingest_arrow("shared", t.schema, t.to_batches())  # lake thinks head is v1
+        again = reopen(lake)
+        try:
+            assert again.dataset("shared").row_count == 30
+            assert again.dataset("shared").version == 3
+        finally:
+            again.close()
+    finally:
+        other.close()
+
+
+def test_ingest_slots_refuse_at_once(lake: Lake) -> None:
+    slots = [lake.ingest_slot(f"x{i}") for i in range(lake.settings.max_concurrent_ingests)]
+    for slot in slots:
+        slot.__enter__()
+    try:
+        with pytest.raises(Unavailable, match="ingest slots are busy"):
+            lake.ingest_csv("blocked", [b"a\n1\n"])
+    finally:
+        for slot in slots:
+            slot.__exit__(None, None, None)
+    lake.ingest_csv("blocked", [b"a\n1\n"])
+
+
+def test_sandbox_refuses_writes_files_and_multiple_statements(lake: Lake) -> None:
+    lake.ingest_csv("t", [b"a\n1\n"])
+    for sql, message in [
+        ("COPY t TO 'x.csv'", "only SELECT"),
+        ("CREATE TABLE x AS SELECT 1", "only SELECT"),
+        ("ATTACH 'x.db'", "only SELECT"),
+        ("SET memory_limit='10GB'", "only SELECT"),
+        ("INSTALL httpfs", "only SELECT"),
+        ("SELECT 1; SELECT 2", "exactly one"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "not allowed"),
+        ("", "empty"),
+    ]:
+        with pytest.raises(QueryError, match=message):
+            rows(lake, sql)
+    assert rows(lake, "SELECT a FROM t") == [{"a": 1}]
+
+
+def test_overwrite_leaves_old_objects_to_gc(lake: Lake) -> None:
+    t = table(5)
+    lake.ingest_arrow("o", t.schema, t.to_batches())
+    old = set(lake.dataset("o").objects)
+    lake.ingest_arrow("o", t.schema, t.to_batches(), mode="overwrite")
+    assert old <= data_keys(lake)  # in-flight readers may still need them
+    assert lake.gc(grace_seconds=3600) == []  # too young
+    assert set(lake.gc(grace_seconds=0)) == old
+    assert data_keys(lake) == set(lake.dataset("o").objects)
+    assert rows(lake, "SELECT count(*) AS c FROM o") == [{"c": 5}]
+
+
+def test_new_commit_is_visible_to_the_next_query(lake: Lake) -> None:
+    t = table(1)
+    lake.ingest_arrow("v", t.schema, t.to_batches())
+    reader = lake.query("SELECT count(*) AS c FROM v")
+    lake.ingest_arrow("v", t.schema, t.to_batches())
+    assert reader.read_all().to_pylist() == [{"c": 1}]
+    assert rows(lake, "SELECT count(*) AS c FROM v") == [{"c": 2}]
