@@ -92,6 +92,6 @@ def dataset_ticket(name: str) -> flight.Ticket:
     return flight.Ticket(json.dumps({"dataset": name}).encode())
 
 
-def command_sql(descriptor: flight.FlightDescriptor) -> str:
-    """The SQL of a ``for_command`` descriptor: plain text or ``{"sql": ...}``."""
-    return ticket_sql(descriptor.command)
+def command_sql(command: bytes) -> str:
+    """The SQL of a ``for_command`` descriptor's command: plain text or ``{"sql": ...}``."""
+    return ticket_sql(command)
