@@ -1,0 +1,5 @@
+"""``python -m flightlake`` is the ``flightlake`` command."""
+
+from flightlake.cli import main
+
+main()
