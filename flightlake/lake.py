@@ -31,7 +31,7 @@ from flightlake.catalog import (
 from flightlake.config import Settings
 from flightlake.errors import Conflict, InvalidInput, NotFound, Unavailable
 from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
-from flightlake.query import QueryEngine
+from flightlake.query import QueryEngine, QueryParams
 from flightlake.storage import Storage
 
 log = logging.getLogger("flightlake.lake")
@@ -224,12 +224,14 @@ class Lake:
             log.error("could not delete %d objects (gc will retry): %s", len(keys), exc)
 
     # -- query ---------------------------------------------------------------------------
-    def query(self, sql: str, batch_rows: int | None = None) -> pa.RecordBatchReader:
-        """Run client SQL; the reader streams the result."""
-        return self.engine.execute(sql, batch_rows)
+    def query(
+        self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
+    ) -> pa.RecordBatchReader:
+        """Run client SQL; the reader streams the result. ``params`` bind its placeholders."""
+        return self.engine.execute(sql, batch_rows, params)
 
-    def query_schema(self, sql: str) -> pa.Schema:
-        return self.engine.schema(sql)
+    def query_schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
+        return self.engine.schema(sql, params)
 
     # -- housekeeping --------------------------------------------------------------------
     def gc(self, grace_seconds: float | None = None) -> list[str]:

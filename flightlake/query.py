@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -27,6 +27,9 @@ from flightlake.errors import NotFound, QueryError, Unavailable
 from flightlake.storage import Storage
 
 log = logging.getLogger("flightlake.query")
+
+#: Values for a statement's placeholders: positional (``?``, ``$1``) or named (``$name``).
+QueryParams = Sequence[object] | Mapping[str, object]
 
 _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -128,20 +131,25 @@ class QueryEngine:
             )
         return sql
 
-    def schema(self, sql: str) -> pa.Schema:
+    def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
         """The result schema of ``sql`` without running it to completion."""
         self.check(sql)
         cursor = self._con.cursor()
         try:
-            rel = cursor.sql(sql)
+            rel = cursor.sql(sql, params=params)
             return rel.limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
             raise _translate(exc) from exc
         finally:
             cursor.close()
 
-    def execute(self, sql: str, batch_rows: int | None = None) -> pa.RecordBatchReader:
+    def execute(
+        self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
+    ) -> pa.RecordBatchReader:
         """Run ``sql`` and return a reader streaming its result batch by batch.
+
+        ``params`` fill the statement's ``?`` / ``$1`` (a sequence) or ``$name`` (a mapping)
+        placeholders through DuckDB's own binding, never by pasting text into the SQL.
 
         The cursor lives as long as the reader is being consumed; the query is interrupted
         after ``query_timeout`` seconds or when the reader is closed early.
@@ -152,7 +160,7 @@ class QueryEngine:
         timer.daemon = True
         timer.start()
         try:
-            cursor.execute(sql)
+            cursor.execute(sql, params)
             reader = cursor.to_arrow_reader(batch_rows or self.settings.batch_rows)
         except duckdb.Error as exc:
             timer.cancel()
