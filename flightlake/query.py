@@ -12,6 +12,7 @@ type, not by string matching). For S3, httpfs is loaded offline from the pinned
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import tempfile
@@ -31,7 +32,15 @@ log = logging.getLogger("flightlake.query")
 #: Values for a statement's placeholders: positional (``?``, ``$1``) or named (``$name``).
 QueryParams = Sequence[object] | Mapping[str, object]
 
-_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}
+# Table functions client SQL may call: generators only. Files and URLs are read through the
+# dataset views, never directly; metadata functions (duckdb_secrets(), duckdb_settings(), ...)
+# would show endpoints, paths and configuration.
+_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+# Scalar functions that reveal configuration or the environment.
+_DENIED_FUNCTIONS = frozenset({"current_setting", "getenv", "which_secret", "current_database",
+                               "current_catalog", "current_schemas"})
+_SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
 
 
 def httpfs_extension_path() -> str:
@@ -129,7 +138,38 @@ class QueryEngine:
             raise QueryError(
                 f"only SELECT queries are allowed here, got a {kind.name} statement"
             )
+        self._audit(sql)
         return sql
+
+    def _audit(self, sql: str) -> None:
+        """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake."""
+        cursor = self._con.cursor()
+        try:
+            row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from exc
+        finally:
+            cursor.close()
+        tree = json.loads(row[0]) if row else {"error": True}
+        if tree.get("error"):
+            raise QueryError(f"SQL error: {tree.get('error_message', 'cannot parse')}")
+        for node in _walk(tree["statements"]):
+            kind = node.get("type")
+            if kind == "TABLE_FUNCTION":
+                name = str(node.get("function", {}).get("function_name", "")).lower()
+                if name not in _TABLE_FUNCTIONS:
+                    raise QueryError(f"not allowed: table function {name}(); "
+                                     "query the datasets by name")
+            elif kind == "BASE_TABLE":
+                table = str(node.get("table_name", ""))
+                schema = str(node.get("schema_name", "")).lower()
+                if schema in _SYSTEM_SCHEMAS or any(c in table for c in "/:.\\"):
+                    raise QueryError(f"not allowed: {'.'.join(p for p in (schema, table) if p)}"
+                                     " is not a dataset")
+            elif node.get("class") == "FUNCTION":
+                name = str(node.get("function_name", "")).lower()
+                if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
+                    raise QueryError(f"not allowed: function {name}()")
 
     def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
         """The result schema of ``sql`` without running it to completion."""
@@ -177,6 +217,18 @@ class QueryEngine:
     def close(self) -> None:
         self._con.close()
         self._tmp.cleanup()
+
+
+def _walk(node: object) -> Iterator[dict[str, object]]:
+    """Every JSON object in a parse tree, depth first."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _guarded(

@@ -287,3 +287,45 @@ def test_new_commit_is_visible_to_the_next_query(lake: Lake) -> None:
     lake.ingest_arrow("v", t.schema, t.to_batches())
     assert reader.read_all().to_pylist() == [{"c": 1}]
     assert rows(lake, "SELECT count(*) AS c FROM v") == [{"c": 2}]
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM duckdb_secrets()", "table function duckdb_secrets"),
+        ("SELECT * FROM duckdb_settings()", "table function duckdb_settings"),
+        ("SELECT current_setting('s3_endpoint')", "function current_setting"),
+        ("SELECT getenv('HOME')", "function getenv"),
+        ("SELECT * FROM read_parquet('x.parquet')", "table function read_parquet"),
+        ("SELECT * FROM 'data/x.parquet'", "is not a dataset"),
+        ("SELECT * FROM information_schema.tables", "is not a dataset"),
+        ("SELECT * FROM pg_catalog.pg_views", "is not a dataset"),
+        ("SELECT * FROM t WHERE a IN (SELECT * FROM glob('*'))", "table function glob"),
+        ("SELECT * FROM query('SELECT 1')", "table function query"),
+        ("WITH x AS (SELECT * FROM duckdb_views()) SELECT * FROM x", "table function duckdb_views"),
+        ("EXPLAIN SELECT 1", "only SELECT"),
+    ],
+)
+def test_sandbox_hides_configuration_and_files(lake: Lake, sql: str, message: str) -> None:
+    lake.ingest_csv("t", [b"a\n1\n"])
+    with pytest.raises(QueryError, match=message):
+        rows(lake, sql)
+
+
+def test_sandbox_allows_ordinary_analytics(lake: Lake) -> None:
+    lake.ingest_csv("t", [b"a,b\n1,x\n2,y\n"])
+    sql = ("WITH r AS (SELECT * FROM range(3) AS g(i)) "
+           "SELECT t.b, count(*) AS n FROM t, r GROUP BY ALL ORDER BY 1")
+    assert rows(lake, sql) == [{"b": "x", "n": 3}, {"b": "y", "n": 3}]
+    assert rows(lake, 'SELECT max(a) AS m FROM "t"') == [{"m": 2}]
+
+
+def test_query_timeout_cancels(storage_url: str, request: pytest.FixtureRequest) -> None:
+    s3 = request.getfixturevalue("s3_server") if storage_url.startswith("s3://") else None
+    lake = Lake(make_settings(storage_url, s3, query_timeout=0.5))
+    try:
+        with pytest.raises(QueryError, match="cancelled"):
+            rows(lake, "SELECT count(*) FROM range(100000000000) a")
+        assert rows(lake, "SELECT 1 AS x") == [{"x": 1}]
+    finally:
+        lake.close()
