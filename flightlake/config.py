@@ -57,6 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."),
     Setting("gc_grace_seconds", float, 3600.0,
             "Unreferenced objects younger than this are never swept (protects live ingests)."),
+    Setting("gc_interval_seconds", float, 900.0,
+            "Seconds between background sweeps of unreferenced objects (0: only at start)."),
     Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -105,6 +107,7 @@ class Settings:
     query_timeout: float = 300.0
     spool_dir: str = ""
     gc_grace_seconds: float = 3600.0
+    gc_interval_seconds: float = 900.0
     log_level: str = "INFO"
     credentials: Credentials = field(default_factory=Credentials)
     principals: tuple[Principal, ...] = ()

@@ -75,6 +75,7 @@ class Lake:
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
         self._active_ingests: dict[str, int] = {}
         self._active_lock = threading.Lock()
+        self._closed = threading.Event()
         log.info("lake ready: %s, %d datasets", self.storage.describe(), len(self.catalog.list()))
 
     def _on_commit(self, manifest: Manifest) -> None:
@@ -247,6 +248,26 @@ class Lake:
             log.info("gc removed %d unreferenced objects", len(doomed))
         return doomed
 
+    def start_sweeper(self, interval_seconds: float) -> threading.Thread:
+        """Sweep unreferenced objects now and then every ``interval_seconds`` (0: only now).
+
+        Runs in a daemon thread; a failed sweep (store unreachable) is logged and retried at
+        the next interval.
+        """
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.gc()
+                except Exception as exc:
+                    log.warning("gc sweep failed (will retry): %s", exc)
+                if interval_seconds <= 0 or self._closed.wait(interval_seconds):
+                    return
+
+        thread = threading.Thread(target=loop, name="flightlake-gc", daemon=True)
+        thread.start()
+        return thread
+
     def refresh(self) -> list[str]:
         """Re-read the catalog from the store (other writers' commits) and update views."""
         before = {m.name: m.version for m in self.catalog.list()}
@@ -265,4 +286,5 @@ class Lake:
                 "storage": self.storage.describe()}
 
     def close(self) -> None:
+        self._closed.set()
         self.engine.close()
