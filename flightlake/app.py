@@ -15,6 +15,7 @@ from types import FrameType
 from flightlake.config import Settings
 from flightlake.errors import InvalidInput
 from flightlake.flight.server import FlightServer
+from flightlake.http import start_http
 from flightlake.lake import Lake
 
 log = logging.getLogger("flightlake")
@@ -54,20 +55,38 @@ def run(settings: Settings, verbose: bool = False) -> None:
     for warning in lake.load_warnings:
         log.warning(warning)
     server = build_flight_server(lake, settings)
+    lake.start_sweeper(settings.gc_interval_seconds)
     stopping = threading.Event()
+    ready = threading.Event()  # /health answers 200 only while set: lake built, Flight serving
+    try:
+        http = start_http(lake, settings, ready.is_set) if settings.http_port else None
+    except BaseException:
+        server.shutdown()
+        lake.close()
+        raise
+    ready.set()
 
     def stop(signum: int, frame: FrameType | None) -> None:
         if not stopping.is_set():
             stopping.set()
+            ready.clear()
             log.info("signal %d: shutting down", signum)
             threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("flight serving on %s (storage %s)", flight_location(settings).replace(
-        f":{settings.flight_port}", f":{server.port}"), lake.storage.describe())
+    log.info(
+        "flight serving on %s (storage %s)",
+        flight_location(settings).replace(f":{settings.flight_port}", f":{server.port}"),
+        lake.storage.describe(),
+    )
+    if http is not None:
+        log.info("http serving on %s", http.url)
     try:
         server.serve()
     finally:
+        ready.clear()
+        if http is not None:
+            http.stop()
         lake.close()
         log.info("stopped")

@@ -1,0 +1,659 @@
+"""The HTTP /v1 shim: curl-friendly ingest, SQL, datasets and health over the same Lake.
+
+    GET    /health                  200 once the server is ready, else 503
+    POST   /v1/ingest?name=&mode=   multipart field ``file`` (or a raw body) -> manifest
+    POST   /v1/sql                  {"sql": "..."} -> JSON rows | Arrow IPC stream | CSV
+    GET    /v1/datasets             every dataset's manifest
+    GET    /v1/datasets/{name}      one manifest
+    DELETE /v1/datasets/{name}      drop the dataset
+    GET    /openapi.json            the OpenAPI 3 document of the above
+
+Every error leaves through one handler as ``{"error": "...", "status": N}``. Handlers only
+translate: uploads stream through ``Upload`` into ``Lake.ingest_*``, query results stream
+batch by batch out of ``Lake.query``. ``HttpServer`` runs uvicorn in a thread of the process
+that serves Flight, over the same Lake.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import anyio.from_thread
+import pyarrow as pa
+import pyarrow.parquet as pq
+import uvicorn
+from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from flightlake.catalog import validate_name
+from flightlake.config import Settings
+from flightlake.encode import encode_result
+from flightlake.errors import (
+    Conflict,
+    FlightlakeError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from flightlake.lake import IngestResult, Lake, check_mode
+
+log = logging.getLogger("flightlake.http")
+
+SQL_BODY_CAP = 1 << 20  # a /v1/sql request body larger than this is refused (413)
+UPLOAD_PIECE = 1 << 20  # upload bytes handed to the ingest thread at a time
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+RESULT_TYPES = {
+    "application/json": "json",
+    "*/*": "json",
+    "application/*": "json",
+    ARROW_STREAM: "arrow",
+    "text/csv": "csv",
+    "text/*": "csv",
+}
+MEDIA_TYPES = {"json": "application/json", "arrow": ARROW_STREAM, "csv": "text/csv; charset=utf-8"}
+UPLOAD_FORMATS = ("csv", "parquet", "arrow")
+_SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".arrows": "arrow",
+    ".ipc": "arrow",
+    ".feather": "arrow",
+}
+_TYPE_FORMATS = {
+    "text/csv": "csv",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+    ARROW_STREAM: "arrow",
+    "application/vnd.apache.arrow.file": "arrow",
+}
+
+
+# -- errors ----------------------------------------------------------------------------------
+_STATUS: tuple[tuple[type[FlightlakeError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (TooLarge, 413),
+    (InvalidInput, 400),
+    (Unavailable, 503),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+)
+
+
+def status_of(exc: FlightlakeError) -> int:
+    """The HTTP status of a flightlake error (500 for a class this table does not know)."""
+    return next((status for cls, status in _STATUS if isinstance(exc, cls)), 500)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The one error shape: ``{"error": "...", "status": N}``."""
+    return JSONResponse({"error": message, "status": status}, status, headers)
+
+
+async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FlightlakeError)
+    status = status_of(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
+    if getattr(request.state, "upload", False):
+        headers["Connection"] = "close"  # the rest of a refused upload is not worth reading
+    log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "%s %s -> %d: %s",
+        request.method,
+        request.url.path,
+        status,
+        exc,
+    )
+    return error_response(status, str(exc), headers)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {
+        404: f"no such endpoint: {request.url.path}",
+        405: f"method {request.method} is not allowed on {request.url.path}",
+    }
+    return error_response(
+        exc.status_code, message.get(exc.status_code, str(exc.detail)), dict(exc.headers or {})
+    )
+
+
+async def _on_internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+# -- uploads ---------------------------------------------------------------------------------
+class Upload:
+    """The request body as a stream of the uploaded file's bytes, never held whole.
+
+    A multipart body yields its field ``file`` (python-multipart's streaming parser, no form
+    buffering); any other body is the file itself. More than ``cap`` body bytes raise
+    TooLarge; a body that ends before the file part is complete raises InvalidInput.
+    """
+
+    def __init__(self, request: Request, cap: int) -> None:
+        self._body = request.stream()
+        self._cap = cap
+        self._received = 0
+        self._ended = False
+        self._pieces: list[bytes] = []  # file bytes parsed, not yet handed on
+        self._size = 0
+        ctype, params = parse_options_header(request.headers.get("content-type"))
+        self._parser: MultipartParser | None = None
+        self.filename = ""
+        self.content_type = ctype.decode("latin-1").lower()
+        self.state = "file"  # multipart: before -> file -> after (the file part is done)
+        if self.content_type == "multipart/form-data":
+            if not params.get(b"boundary"):
+                raise InvalidInput("multipart/form-data body without a boundary")
+            self.content_type, self.state = "", "before"
+            self._part: dict[str, Any] = {}
+            self._parser = MultipartParser(
+                params[b"boundary"],
+                {
+                    "on_part_begin": self._part_begin,
+                    "on_header_field": self._header_field,
+                    "on_header_value": self._header_value,
+                    "on_header_end": self._header_end,
+                    "on_headers_finished": self._headers_finished,
+                    "on_part_data": self._part_data,
+                    "on_part_end": self._part_end,
+                },
+            )
+
+    # python-multipart callbacks: collect one part's headers, keep only field `file`'s data
+    def _part_begin(self) -> None:
+        self._part = {"headers": {}, "field": b"", "value": b"", "is_file": False}
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._part["field"] += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._part["value"] += data[start:end]
+
+    def _header_end(self) -> None:
+        name = self._part["field"].decode("latin-1").strip().lower()
+        self._part["headers"][name] = self._part["value"]
+        self._part["field"] = self._part["value"] = b""
+
+    def _headers_finished(self) -> None:
+        headers = self._part["headers"]
+        _, options = parse_options_header(headers.get("content-disposition"))
+        if options.get(b"name") != b"file":
+            return
+        if self.state != "before":
+            self.state = "duplicate"
+            return
+        self.state, self._part["is_file"] = "file", True
+        self.filename = options.get(b"filename", b"").decode("utf-8", "replace")
+        self.content_type = (
+            parse_options_header(headers.get("content-type"))[0].decode("latin-1").lower()
+        )
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._part.get("is_file"):
+            self._pieces.append(data[start:end])
+            self._size += end - start
+
+    def _part_end(self) -> None:
+        if self._part.get("is_file"):
+            self.state, self._part["is_file"] = "after", False
+
+    async def _pull(self) -> None:
+        """Read one body chunk and feed it on; at the end check the file arrived whole."""
+        try:
+            chunk = await self._body.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            if self._parser is not None and self.state == "before":
+                raise InvalidInput(
+                    "multipart body has no field 'file': use -F file=@PATH"
+                ) from None
+            if self._parser is not None and self.state != "after":
+                raise InvalidInput("multipart body ended inside the 'file' part") from None
+            return
+        except ClientDisconnect:
+            raise InvalidInput("upload interrupted: the client disconnected") from None
+        self._received += len(chunk)
+        if self._received > self._cap:
+            raise TooLarge(f"upload exceeds the {self._cap}-byte cap (FLIGHTLAKE_MAX_UPLOAD_BYTES)")
+        if self._parser is None:
+            if chunk:
+                self._pieces.append(chunk)
+                self._size += len(chunk)
+            return
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            raise InvalidInput(f"malformed multipart body: {exc}") from exc
+        if self.state == "duplicate":
+            raise InvalidInput("multipart body has more than one field 'file'")
+
+    async def start(self) -> None:
+        """Read up to the start of the file's bytes (the multipart part headers)."""
+        while self.state == "before" and not self._ended:
+            await self._pull()
+
+    async def read(self) -> bytes:
+        """The next piece of the file (about UPLOAD_PIECE bytes); b"" once it is complete."""
+        while not self._ended and self._size < UPLOAD_PIECE:
+            await self._pull()
+        piece, self._pieces, self._size = b"".join(self._pieces), [], 0
+        return piece
+
+    def chunks(self) -> Iterator[bytes]:
+        """The file's bytes, for a worker thread: each piece is read on the event loop."""
+        while piece := anyio.from_thread.run(self.read):
+            yield piece
+
+
+def upload_format(explicit: str | None, filename: str, content_type: str) -> str:
+    """csv | parquet | arrow: the ``format`` parameter, else the file name, else its type."""
+    if explicit:
+        if explicit not in UPLOAD_FORMATS:
+            raise InvalidInput(
+                f"unknown format {explicit!r}: use one of {', '.join(UPLOAD_FORMATS)}"
+            )
+        return explicit
+    suffix = PurePosixPath(filename).suffix.lower()
+    return _SUFFIX_FORMATS.get(suffix) or _TYPE_FORMATS.get(content_type, "csv")
+
+
+def ingest_upload(
+    lake: Lake, name: str, mode: str, fmt: str, chunks: Iterator[bytes], spool_dir: str
+) -> IngestResult:
+    """Run in a worker thread: CSV streams into the lake's spool while its slot is held;
+    Parquet and Arrow IPC need random access, so they are spooled here first."""
+    if fmt == "csv":
+        return lake.ingest_csv(name, chunks, mode)
+    with tempfile.NamedTemporaryFile(prefix="flightlake-upload-", dir=spool_dir or None) as tmp:
+        for chunk in chunks:
+            tmp.write(chunk)
+        tmp.flush()
+        schema, batches = _open_arrow(Path(tmp.name), fmt)
+        return lake.ingest_arrow(name, schema, batches, mode)
+
+
+def _open_arrow(path: Path, fmt: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    try:
+        if fmt == "parquet":
+            parquet = pq.ParquetFile(path)
+            return parquet.schema_arrow, _checked(parquet.iter_batches(batch_size=65_536))
+        source = pa.memory_map(str(path))
+        try:
+            stream = pa.ipc.open_stream(source)
+            return stream.schema, _checked(iter(stream))
+        except pa.ArrowInvalid:
+            ipc_file = pa.ipc.open_file(source)
+            batches = (ipc_file.get_batch(i) for i in range(ipc_file.num_record_batches))
+            return ipc_file.schema, _checked(batches)
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"upload is not a readable {fmt} file: {exc}") from exc
+
+
+def _checked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from batches
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"upload is corrupt: {exc}") from exc
+
+
+def result_format(accept: str) -> str:
+    """json | arrow | csv: the first supported type the Accept header names (default json)."""
+    for item in accept.split(","):
+        fmt = RESULT_TYPES.get(item.split(";")[0].strip().lower())
+        if fmt:
+            return fmt
+    return "json"
+
+
+async def _stream(first: bytes, chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+            yield chunk
+    except FlightlakeError as exc:
+        log.warning("query failed mid-stream; response cut short: %s", exc)
+        raise
+    finally:
+        chunks.close()
+
+
+# -- handlers --------------------------------------------------------------------------------
+class Api:
+    """The endpoints; each one decodes the request, calls the lake and encodes the answer."""
+
+    def __init__(self, lake: Lake, settings: Settings, ready: Callable[[], bool]) -> None:
+        self.lake = lake
+        self.settings = settings
+        self.ready = ready
+
+    def authorize(self, request: Request, write: bool = False) -> None:
+        """With tokens or users configured, require a bearer token (or basic auth)."""
+        principals = self.settings.principals
+        if not principals:
+            return
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        found = None
+        if scheme.lower() == "bearer":
+            found = next(
+                (
+                    p
+                    for p in principals
+                    if p.token and hmac.compare_digest(p.token, credential.strip())
+                ),
+                None,
+            )
+        elif scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(credential).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user = password = ""
+            found = next(
+                (
+                    p
+                    for p in principals
+                    if p.password and p.name == user and hmac.compare_digest(p.password, password)
+                ),
+                None,
+            )
+        if found is None:
+            raise Unauthenticated(
+                "missing or unknown credentials: send 'Authorization: Bearer <token>'"
+            )
+        if write and found.role != "write":
+            raise Forbidden(f"{found.name!r} has role {found.role!r}; this call needs 'write'")
+
+    async def health(self, request: Request) -> Response:
+        if not self.ready():
+            raise Unavailable("server is not ready yet")
+        return JSONResponse(await run_in_threadpool(self.lake.health))
+
+    async def ingest(self, request: Request) -> Response:
+        request.state.upload = True
+        self.authorize(request, write=True)
+        params = request.query_params
+        if not params.get("name"):
+            raise InvalidInput("query parameter 'name' is required: /v1/ingest?name=NAME")
+        name = validate_name(params["name"])
+        mode = check_mode(params.get("mode"))
+        cap = self.settings.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise TooLarge(
+                f"upload of {declared} bytes exceeds the {cap}-byte cap "
+                "(FLIGHTLAKE_MAX_UPLOAD_BYTES)"
+            )
+        if self.lake.active_ingests >= max(1, self.settings.max_concurrent_ingests):
+            raise Unavailable(
+                f"all {self.settings.max_concurrent_ingests} ingest slots are busy; retry shortly"
+            )
+        upload = Upload(request, cap)
+        await upload.start()
+        fmt = upload_format(params.get("format"), upload.filename, upload.content_type)
+        result = await run_in_threadpool(
+            ingest_upload, self.lake, name, mode, fmt, upload.chunks(), self.settings.spool_dir
+        )
+        return JSONResponse({**result.manifest.to_json(), **result.to_json()})
+
+    async def sql(self, request: Request) -> Response:
+        self.authorize(request)
+        sql = _sql_text(await _small_body(request, SQL_BODY_CAP))
+        fmt = result_format(request.headers.get("accept", ""))
+        reader = await run_in_threadpool(self.lake.query, sql)
+        chunks = encode_result(reader, fmt)
+        try:  # the first batch is read before the status line: early errors get their code
+            first = await run_in_threadpool(next, chunks)
+        except BaseException:
+            chunks.close()
+            raise
+        return StreamingResponse(_stream(first, chunks), media_type=MEDIA_TYPES[fmt])
+
+    async def datasets(self, request: Request) -> Response:
+        self.authorize(request)
+        manifests = await run_in_threadpool(self.lake.datasets)
+        return JSONResponse([m.to_json() for m in manifests])
+
+    async def dataset(self, request: Request) -> Response:
+        self.authorize(request)
+        manifest = await run_in_threadpool(self.lake.dataset, request.path_params["name"])
+        return JSONResponse(manifest.to_json())
+
+    async def drop(self, request: Request) -> Response:
+        self.authorize(request, write=True)
+        dropped = await run_in_threadpool(self.lake.drop, request.path_params["name"])
+        return JSONResponse({"dropped": dropped.name, "version": dropped.version})
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+
+async def _small_body(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"request body of {declared} bytes exceeds {cap} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise TooLarge(f"request body exceeds {cap} bytes")
+    return bytes(body)
+
+
+def _sql_text(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sql"), str):
+        raise InvalidInput('the body must be a JSON object {"sql": "SELECT ..."}')
+    return str(doc["sql"])
+
+
+def create_app(
+    lake: Lake, settings: Settings, ready: Callable[[], bool] | None = None
+) -> Starlette:
+    """The Starlette app over ``lake``; ``ready`` says when /health may answer 200."""
+    api = Api(lake, settings, ready or (lambda: True))
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/v1/ingest", api.ingest, methods=["POST"]),
+        Route("/v1/sql", api.sql, methods=["POST"]),
+        Route("/v1/datasets", api.datasets, methods=["GET"]),
+        Route("/v1/datasets/{name}", api.dataset, methods=["GET"]),
+        Route("/v1/datasets/{name}", api.drop, methods=["DELETE"]),
+    ]
+    handlers = {
+        FlightlakeError: _on_flightlake_error,
+        HTTPException: _on_http_error,
+        Exception: _on_internal_error,
+    }
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+# -- the server thread -----------------------------------------------------------------------
+class HttpServer:
+    """uvicorn serving ``app`` from a thread of this process; ``start`` binds or raises."""
+
+    def __init__(
+        self, app: Starlette, host: str, port: int, tls_cert: str = "", tls_key: str = ""
+    ) -> None:
+        self.host = host
+        self._socket = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=5,
+            ssl_certfile=tls_cert or None,
+            ssl_keyfile=tls_key or None,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, args=([self._socket],), name="flightlake-http", daemon=True
+        )
+        self.scheme = "https" if tls_cert else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> HttpServer:
+        self._thread.start()
+        for _ in range(int(timeout / 0.01)):
+            if self._server.started or not self._thread.is_alive():
+                break
+            time.sleep(0.01)
+        if not self._server.started:
+            self.stop()
+            raise OSError(f"HTTP server did not start on {self.url} (see the log)")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._socket.close()
+
+
+def start_http(
+    lake: Lake, settings: Settings, ready: Callable[[], bool] | None = None, port: int | None = None
+) -> HttpServer:
+    """Serve the /v1 shim for ``lake`` on settings.host:http_port (or ``port``)."""
+    app = create_app(lake, settings, ready)
+    server = HttpServer(
+        app,
+        settings.host,
+        settings.http_port if port is None else port,
+        settings.tls_cert,
+        settings.tls_key,
+    )
+    return server.start()
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------
+_BINARY = {"type": "string", "format": "binary"}
+_MANIFEST = {"$ref": "#/components/schemas/Manifest"}
+_OBJECT = {"type": "object"}
+
+
+def _content(schema: dict[str, Any], *types: str) -> dict[str, Any]:
+    return {t: {"schema": schema} for t in types or ("application/json",)}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> Any:
+    return {"name": name, "in": where, "required": required, "schema": schema}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    errors: dict[int, str],
+    params: tuple[dict[str, Any], ...] = (),
+    body: dict[str, Any] | None = None,
+    auth: bool = True,
+) -> dict[str, Any]:
+    """One OpenAPI operation: 200 with ``ok`` content, the error statuses in the one shape."""
+    if auth:
+        errors = {**errors, 401: "Missing or unknown credentials", 403: "Role lacks 'write'"}
+    error = _content({"$ref": "#/components/schemas/Error"})
+    responses = {"200": {"description": "OK", "content": ok}}
+    responses |= {str(s): {"description": d, "content": error} for s, d in errors.items()}
+    op = {"summary": summary, "parameters": list(params), "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    return op
+
+
+_NAME = _param("name", "path", {"type": "string"}, required=True)
+_SQL_BODY = {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}}
+_UPLOAD = {"type": "object", "required": ["file"], "properties": {"file": _BINARY}}
+_INGEST_PARAMS = (
+    _param("name", "query", {"type": "string"}, required=True),
+    _param("mode", "query", {"enum": ["append", "overwrite", "create"], "default": "append"}),
+    _param("format", "query", {"enum": list(UPLOAD_FORMATS)}),
+)
+_MANIFEST_PROPS = {
+    **{k: {"type": "string"} for k in ("dataset_id", "name", "created_at", "updated_at")},
+    **{k: {"type": "integer"} for k in ("version", "row_count", "total_bytes")},
+    "schema_fingerprint": {"type": "string"},
+    "objects": {"type": "array", "items": {"type": "string"}},
+    "object_rows": {"type": "array", "items": {"type": "integer"}},
+    "object_bytes": {"type": "array", "items": {"type": "integer"}},
+    "columns": {"type": "array", "items": _OBJECT},
+    "schema": {"type": "string", "description": "The Arrow schema, IPC-serialised, base64"},
+    "dropped": {"type": "boolean"},
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "flightlake HTTP shim", "version": "1"},
+    "paths": {
+        "/health": {"get": _op(
+            "Ready: the lake is loaded and Flight is serving", _content(_OBJECT),
+            {503: "Not ready yet (Retry-After: 5)"}, auth=False)},
+        "/v1/ingest": {"post": _op(
+            "Upload CSV, Parquet or Arrow IPC (multipart field 'file', or the raw body); "
+            "answers the dataset's manifest plus rows_written",
+            _content(_MANIFEST), {
+                400: "Bad name, mode, body or file", 409: "Schema conflict or mode=create",
+                413: "Body over max_upload_bytes", 503: "Ingest slots busy (Retry-After: 5)"},
+            _INGEST_PARAMS,
+            {**_content(_UPLOAD, "multipart/form-data"),
+             **_content(_BINARY, "text/csv", "application/vnd.apache.parquet", ARROW_STREAM)})},
+        "/v1/sql": {"post": _op(
+            "Run one SELECT; rows stream as JSON (default), Arrow IPC or CSV by Accept",
+            {**_content({"type": "array", "items": _OBJECT}),
+             **_content(_BINARY, ARROW_STREAM), **_content({"type": "string"}, "text/csv")},
+            {400: "Bad SQL or not one SELECT", 404: "Unknown dataset", 413: "Body over 1 MiB"},
+            (_param("Accept", "header", {"enum": list(MEDIA_TYPES.values())}),),
+            _content(_SQL_BODY))},
+        "/v1/datasets": {"get": _op(
+            "Every dataset's manifest", _content({"type": "array", "items": _MANIFEST}), {})},
+        "/v1/datasets/{name}": {
+            "get": _op("One dataset's manifest", _content(_MANIFEST),
+                       {404: "Unknown dataset"}, (_NAME,)),
+            "delete": _op("Drop a dataset: answers {dropped, version}", _content(_OBJECT),
+                          {404: "Unknown dataset"}, (_NAME,))},
+        "/openapi.json": {"get": _op("This document", _content(_OBJECT), {}, auth=False)},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "required": ["error", "status"], "properties": {
+            "error": {"type": "string"}, "status": {"type": "integer"}}},
+        "Manifest": {"type": "object", "properties": _MANIFEST_PROPS},
+    }},
+}  # fmt: skip
