@@ -121,7 +121,9 @@ class FlightServer(flight.FlightServerBase):
 
     def __init__(self, lake: Lake, location: str, **kwargs: Any) -> None:
         self.lake = lake
-        self.sql = None  # the Flight SQL handler, when installed (flightlake.flight.flightsql)
+        from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
+
+        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
         super().__init__(location, **kwargs)
 
     # -- catalog -------------------------------------------------------------------------
@@ -142,6 +144,8 @@ class FlightServer(flight.FlightServerBase):
     def get_flight_info(
         self, context: Any, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
+        if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
+            return self.sql.get_flight_info(descriptor, cmd)
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
             path = [p.decode("utf-8", "replace") if isinstance(p, bytes) else p
                     for p in descriptor.path]
@@ -160,6 +164,8 @@ class FlightServer(flight.FlightServerBase):
     # -- data ----------------------------------------------------------------------------
     @flight_errors
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
+        if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
+            return self.sql.do_get(cmd)
         sql = tickets.ticket_sql(ticket.ticket)
         counted = Counted(self.lake.query(sql), "do_get", sql=json.dumps(sql[:200]))
         return flight.RecordBatchStream(counted.stream())
@@ -169,6 +175,8 @@ class FlightServer(flight.FlightServerBase):
         self, context: Any, descriptor: flight.FlightDescriptor,
         reader: flight.MetadataRecordBatchReader, writer: flight.FlightMetadataWriter,
     ) -> None:
+        if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
+            return self.sql.do_put(cmd, reader, writer)
         start = time.perf_counter()
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
@@ -185,10 +193,12 @@ class FlightServer(flight.FlightServerBase):
 
     # -- actions -------------------------------------------------------------------------
     def list_actions(self, context: Any) -> list[tuple[str, str]]:
-        return list(ACTIONS.items())
+        return list(ACTIONS.items()) + (self.sql.actions() if self.sql is not None else [])
 
     @flight_errors
     def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
+        if self.sql is not None and self.sql.owns_action(action.type):
+            return self.sql.do_action(action)
         start = time.perf_counter()
         body = action.body.to_pybytes() if action.body is not None else b""
         kind = action.type

@@ -1,0 +1,710 @@
+"""Flight SQL on the Flight port, beside plain Flight, so ADBC / JDBC clients connect.
+
+``FlightServer`` hands a request here when its descriptor, ticket or action is Flight SQL (a
+``google.protobuf.Any`` of package ``arrow.flight.protocol.sql``, see ``flightsql_pb``);
+everything else stays plain Flight. Like the plain handlers these only translate: decode the
+command, call the lake, return a stream. Query results stream from ``Lake.query`` exactly as
+plain ``do_get`` does.
+
+Naming: one catalog ``flightlake`` holding one schema ``main``; every dataset is a table of
+type ``TABLE`` there. SQL uses the plain dataset names (``SELECT * FROM workers``).
+
+What is served:
+- ``CommandStatementQuery`` → ``TicketStatementQuery``; prepared statements (create / close
+  actions, parameters bound by position through ``DoPut``, then ``GetFlightInfo`` + ``DoGet``).
+  Tickets are self-contained (the SQL and, for prepared statements, the bound parameters as
+  Arrow IPC), so a ticket stays valid after its statement is closed.
+- ``CommandGetSqlInfo``, ``CommandGetCatalogs``, ``CommandGetDbSchemas``, ``CommandGetTables``
+  (with each table's Arrow schema on request), ``CommandGetTableTypes``,
+  ``CommandGetXdbcTypeInfo``; primary / imported / exported keys and cross references answer
+  empty (datasets have no keys).
+- ``CommandStatementIngest`` → ``Lake.ingest_arrow`` (create / append / replace).
+
+SQL is read-only (the lake's sandbox accepts one SELECT); ``CommandStatementUpdate``,
+``CommandPreparedStatementUpdate`` and write statements are refused with a message pointing
+at bulk ingest. Transactions, Substrait and query cancellation are UNIMPLEMENTED. Hence the
+SqlInfo answers: read-only false (ingest writes), SQL true, bulk ingestion true,
+transactions none.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+from google.protobuf.message import DecodeError, Message
+
+from flightlake import __version__
+from flightlake.errors import InvalidInput, NotFound, QueryError
+from flightlake.flight import flightsql_pb as pb
+from flightlake.flight.server import Counted, _arrow_batches, _log
+from flightlake.lake import Lake
+from flightlake.query import quote_ident
+
+CATALOG = "flightlake"
+DB_SCHEMA = "main"
+TABLE_TYPE = "TABLE"
+
+#: Open prepared statements kept at most; the least recently used is closed beyond this.
+MAX_PREPARED = 4096
+
+WRITE_HINT = (
+    "flightlake SQL is read-only: write data with bulk ingest (ADBC adbc_ingest, "
+    "Flight SQL CommandStatementIngest) or a plain Flight do_put"
+)
+
+ACTIONS = {
+    "CreatePreparedStatement": "Flight SQL: prepare a SQL query.",
+    "ClosePreparedStatement": "Flight SQL: close a prepared statement.",
+}
+_UNSUPPORTED_ACTIONS = {
+    "BeginTransaction": "transactions are not supported",
+    "EndTransaction": "transactions are not supported",
+    "BeginSavepoint": "transactions are not supported",
+    "EndSavepoint": "transactions are not supported",
+    "CreatePreparedSubstraitPlan": "Substrait plans are not supported; send SQL",
+    "CancelQuery": "query cancellation is not supported; close the stream instead",
+}
+
+# -- result schemas (FlightSql.proto) --------------------------------------------------------
+_INFO_VALUE = pa.dense_union(
+    [
+        pa.field("string_value", pa.string(), nullable=False),
+        pa.field("bool_value", pa.bool_(), nullable=False),
+        pa.field("bigint_value", pa.int64(), nullable=False),
+        pa.field("int32_bitmask", pa.int32(), nullable=False),
+        pa.field("string_list", pa.list_(pa.string()), nullable=False),
+        pa.field(
+            "int32_to_int32_list_map", pa.map_(pa.int32(), pa.list_(pa.int32())), nullable=False
+        ),
+    ]
+)
+SQL_INFO_SCHEMA = pa.schema(
+    [
+        pa.field("info_name", pa.uint32(), nullable=False),
+        pa.field("value", _INFO_VALUE, nullable=False),
+    ]
+)
+CATALOGS_SCHEMA = pa.schema([pa.field("catalog_name", pa.string(), nullable=False)])
+DB_SCHEMAS_SCHEMA = pa.schema(
+    [pa.field("catalog_name", pa.string()), pa.field("db_schema_name", pa.string(), nullable=False)]
+)
+TABLES_SCHEMA = pa.schema(
+    [
+        pa.field("catalog_name", pa.string()),
+        pa.field("db_schema_name", pa.string()),
+        pa.field("table_name", pa.string(), nullable=False),
+        pa.field("table_type", pa.string(), nullable=False),
+    ]
+)
+TABLES_WITH_SCHEMA_SCHEMA = TABLES_SCHEMA.append(
+    pa.field("table_schema", pa.binary(), nullable=False)
+)
+TABLE_TYPES_SCHEMA = pa.schema([pa.field("table_type", pa.string(), nullable=False)])
+PRIMARY_KEYS_SCHEMA = pa.schema(
+    [
+        pa.field("catalog_name", pa.string()),
+        pa.field("db_schema_name", pa.string()),
+        pa.field("table_name", pa.string(), nullable=False),
+        pa.field("column_name", pa.string(), nullable=False),
+        pa.field("key_sequence", pa.int32(), nullable=False),
+        pa.field("key_name", pa.string()),
+    ]
+)
+FOREIGN_KEYS_SCHEMA = pa.schema(
+    [
+        pa.field("pk_catalog_name", pa.string()),
+        pa.field("pk_db_schema_name", pa.string()),
+        pa.field("pk_table_name", pa.string(), nullable=False),
+        pa.field("pk_column_name", pa.string(), nullable=False),
+        pa.field("fk_catalog_name", pa.string()),
+        pa.field("fk_db_schema_name", pa.string()),
+        pa.field("fk_table_name", pa.string(), nullable=False),
+        pa.field("fk_column_name", pa.string(), nullable=False),
+        pa.field("key_sequence", pa.int32(), nullable=False),
+        pa.field("fk_key_name", pa.string()),
+        pa.field("pk_key_name", pa.string()),
+        pa.field("update_rule", pa.uint8(), nullable=False),
+        pa.field("delete_rule", pa.uint8(), nullable=False),
+    ]
+)
+XDBC_TYPE_INFO_SCHEMA = pa.schema(
+    [
+        pa.field("type_name", pa.string(), nullable=False),
+        pa.field("data_type", pa.int32(), nullable=False),
+        pa.field("column_size", pa.int32()),
+        pa.field("literal_prefix", pa.string()),
+        pa.field("literal_suffix", pa.string()),
+        pa.field("create_params", pa.list_(pa.field("item", pa.string(), nullable=False))),
+        pa.field("nullable", pa.int32(), nullable=False),
+        pa.field("case_sensitive", pa.bool_(), nullable=False),
+        pa.field("searchable", pa.int32(), nullable=False),
+        pa.field("unsigned_attribute", pa.bool_()),
+        pa.field("fixed_prec_scale", pa.bool_(), nullable=False),
+        pa.field("auto_increment", pa.bool_()),
+        pa.field("local_type_name", pa.string()),
+        pa.field("minimum_scale", pa.int32()),
+        pa.field("maximum_scale", pa.int32()),
+        pa.field("sql_data_type", pa.int32(), nullable=False),
+        pa.field("datetime_subcode", pa.int32()),
+        pa.field("num_prec_radix", pa.int32()),
+        pa.field("interval_precision", pa.int32()),
+    ]
+)
+
+# -- SqlInfo ----------------------------------------------------------------------------------
+_STR, _BOOL, _BIGINT, _INT32, _STRINGS = range(5)  # dense-union type codes of `value`
+
+#: info code → (union type code, value). Codes are FlightSql.proto's SqlInfo enum.
+SQL_INFO: dict[int, tuple[int, Any]] = {
+    0: (_STR, "flightlake"),  # FLIGHT_SQL_SERVER_NAME
+    1: (_STR, __version__),  # FLIGHT_SQL_SERVER_VERSION
+    2: (_STR, pa.__version__),  # FLIGHT_SQL_SERVER_ARROW_VERSION
+    3: (_BOOL, False),  # FLIGHT_SQL_SERVER_READ_ONLY: bulk ingest writes; SQL itself reads
+    4: (_BOOL, True),  # FLIGHT_SQL_SERVER_SQL
+    5: (_BOOL, False),  # FLIGHT_SQL_SERVER_SUBSTRAIT
+    8: (_INT32, 0),  # FLIGHT_SQL_SERVER_TRANSACTION: SQL_SUPPORTED_TRANSACTION_NONE
+    9: (_BOOL, False),  # FLIGHT_SQL_SERVER_CANCEL
+    10: (_BOOL, True),  # FLIGHT_SQL_SERVER_BULK_INGESTION
+    11: (_BOOL, False),  # FLIGHT_SQL_SERVER_INGEST_TRANSACTIONS_SUPPORTED
+    100: (_INT32, 0),  # FLIGHT_SQL_SERVER_STATEMENT_TIMEOUT: none (LRU-bounded instead)
+    101: (_INT32, 0),  # FLIGHT_SQL_SERVER_TRANSACTION_TIMEOUT
+    500: (_BOOL, False),  # SQL_DDL_CATALOG
+    501: (_BOOL, False),  # SQL_DDL_SCHEMA
+    502: (_BOOL, False),  # SQL_DDL_TABLE: tables are made by ingest, not CREATE TABLE
+    503: (_INT32, 1),  # SQL_IDENTIFIER_CASE: case-insensitive (DuckDB)
+    504: (_STR, '"'),  # SQL_IDENTIFIER_QUOTE_CHAR
+    505: (_INT32, 1),  # SQL_QUOTED_IDENTIFIER_CASE: case-insensitive (DuckDB)
+    506: (_BOOL, True),  # SQL_ALL_TABLES_ARE_SELECTABLE
+    507: (_INT32, 3),  # SQL_NULL_ORDERING: nulls sorted at end (DuckDB's NULLS LAST)
+    513: (_STR, "\\"),  # SQL_SEARCH_STRING_ESCAPE (in catalog filter patterns)
+    515: (_BOOL, True),  # SQL_SUPPORTS_COLUMN_ALIASING
+    516: (_BOOL, True),  # SQL_NULL_PLUS_NULL_IS_NULL
+    520: (_BOOL, True),  # SQL_SUPPORTS_EXPRESSIONS_IN_ORDER_BY
+    521: (_BOOL, True),  # SQL_SUPPORTS_ORDER_BY_UNRELATED
+    522: (_INT32, 0b11),  # SQL_SUPPORTED_GROUP_BY: unrelated, beyond select
+    523: (_BOOL, True),  # SQL_SUPPORTS_LIKE_ESCAPE_CLAUSE
+    528: (_INT32, 2),  # SQL_OUTER_JOINS_SUPPORT_LEVEL: full
+    529: (_STR, "schema"),  # SQL_SCHEMA_TERM
+    531: (_STR, "catalog"),  # SQL_CATALOG_TERM
+    532: (_BOOL, True),  # SQL_CATALOG_AT_START
+    536: (_BOOL, False),  # SQL_SELECT_FOR_UPDATE_SUPPORTED
+    537: (_BOOL, False),  # SQL_STORED_PROCEDURES_SUPPORTED
+    538: (_INT32, 0b1111),  # SQL_SUPPORTED_SUBQUERIES: comparisons, exists, in, quantified
+    539: (_BOOL, True),  # SQL_CORRELATED_SUBQUERIES_SUPPORTED
+    540: (_INT32, 0b11),  # SQL_SUPPORTED_UNIONS: UNION, UNION ALL
+    562: (_INT32, 0),  # SQL_DEFAULT_TRANSACTION_ISOLATION: none
+    563: (_BOOL, False),  # SQL_TRANSACTIONS_SUPPORTED
+    572: (_BOOL, False),  # SQL_BATCH_UPDATES_SUPPORTED
+    573: (_BOOL, False),  # SQL_SAVEPOINTS_SUPPORTED
+}
+
+
+def sql_info_table(codes: list[int]) -> pa.Table:
+    """The SqlInfo rows for ``codes`` (all known codes when empty), unknown codes skipped."""
+    wanted = [c for c in codes if c in SQL_INFO] if codes else sorted(SQL_INFO)
+    children: list[list[Any]] = [[] for _ in range(5)]
+    type_ids, offsets = [], []
+    for code in wanted:
+        kind, value = SQL_INFO[code]
+        type_ids.append(kind)
+        offsets.append(len(children[kind]))
+        children[kind].append(value)
+    arrays = [pa.array(children[i], _INFO_VALUE.field(i).type) for i in range(5)]
+    arrays.append(pa.array([], _INFO_VALUE.field(5).type))
+    value = pa.Array.from_buffers(
+        _INFO_VALUE,
+        len(wanted),
+        [
+            None,
+            pa.array(type_ids, pa.int8()).buffers()[1],
+            pa.array(offsets, pa.int32()).buffers()[1],
+        ],
+        children=arrays,
+    )
+    return pa.Table.from_arrays([pa.array(wanted, pa.uint32()), value], schema=SQL_INFO_SCHEMA)
+
+
+# -- XDBC type info ---------------------------------------------------------------------------
+def _xdbc(
+    name: str,
+    code: int,
+    size: int | None,
+    *,
+    prefix: str | None = None,
+    suffix: str | None = None,
+    params: list[str] | None = None,
+    case: bool = False,
+    searchable: int = 2,
+    numeric: bool = False,
+    scale: tuple[int, int] | None = None,
+    sql_type: int | None = None,
+    subcode: int | None = None,
+    radix: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "type_name": name,
+        "data_type": code,
+        "column_size": size,
+        "literal_prefix": prefix,
+        "literal_suffix": suffix,
+        "create_params": params,
+        "nullable": 1,  # NULLABILITY_NULLABLE
+        "case_sensitive": case,
+        "searchable": searchable,
+        "unsigned_attribute": False if numeric else None,
+        "fixed_prec_scale": False,
+        "auto_increment": False if numeric else None,
+        "local_type_name": name,
+        "minimum_scale": scale[0] if scale else None,
+        "maximum_scale": scale[1] if scale else None,
+        "sql_data_type": code if sql_type is None else sql_type,
+        "datetime_subcode": subcode,
+        "num_prec_radix": radix,
+        "interval_precision": None,
+    }
+
+
+#: DuckDB's types as XDBC sees them, ordered by data_type then type_name (as the spec asks).
+#: searchable: 2 = SEARCHABLE_BASIC (no LIKE), 3 = SEARCHABLE_FULL. Datetimes use the generic
+#: sql_data_type 9 (XDBC_DATETIME) with a subcode: 1 date, 2 time, 3 timestamp.
+XDBC_TYPES = [
+    _xdbc("BOOLEAN", -7, 1),
+    _xdbc("TINYINT", -6, 3, numeric=True, scale=(0, 0), radix=10),
+    _xdbc("BIGINT", -5, 19, numeric=True, scale=(0, 0), radix=10),
+    _xdbc("BLOB", -3, None, prefix="'", suffix="'::BLOB"),
+    _xdbc("DECIMAL", 3, 38, params=["precision", "scale"], numeric=True, scale=(0, 38), radix=10),
+    _xdbc("INTEGER", 4, 10, numeric=True, scale=(0, 0), radix=10),
+    _xdbc("SMALLINT", 5, 5, numeric=True, scale=(0, 0), radix=10),
+    _xdbc("FLOAT", 7, 24, numeric=True, radix=2),
+    _xdbc("DOUBLE", 8, 53, numeric=True, radix=2),
+    _xdbc("VARCHAR", 12, None, prefix="'", suffix="'", case=True, searchable=3),
+    _xdbc("DATE", 91, 10, prefix="DATE '", suffix="'", sql_type=9, subcode=1),
+    _xdbc("TIME", 92, 15, prefix="TIME '", suffix="'", sql_type=9, subcode=2),
+    _xdbc("TIMESTAMP", 93, 26, prefix="TIMESTAMP '", suffix="'", sql_type=9, subcode=3),
+]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def like(pattern: str | None, value: str) -> bool:
+    """SQL LIKE as the spec's filter patterns use it: ``%``, ``_``, ``\\`` escapes."""
+    if pattern is None:
+        return True
+    regex, chars = [], iter(pattern)
+    for ch in chars:
+        if ch == "\\":
+            regex.append(re.escape(next(chars, "\\")))
+        elif ch == "%":
+            regex.append(".*")
+        elif ch == "_":
+            regex.append(".")
+        else:
+            regex.append(re.escape(ch))
+    return re.fullmatch("".join(regex), value, re.DOTALL) is not None
+
+
+def _optional(message: Message, name: str) -> str | None:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _unsupported(what: str) -> Exception:
+    return pa.ArrowNotImplementedError(f"Flight SQL: {what}")  # → gRPC UNIMPLEMENTED
+
+
+def _refuse_transaction(message: Message) -> None:
+    if message.HasField("transaction_id"):
+        raise _unsupported("transactions are not supported (every statement auto-commits)")
+
+
+def _explain_write(exc: QueryError) -> QueryError:
+    """The sandbox's refusal of a non-SELECT statement, with where writes go instead."""
+    if "only SELECT" in str(exc):
+        return QueryError(f"{exc}; {WRITE_HINT}")
+    return exc
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _rows(params: pa.Table | None) -> list[list[Any]] | None:
+    """Parameter sets as positional value lists, or None when nothing is bound."""
+    if params is None or params.num_rows == 0:
+        return None
+    return [list(row.values()) for row in params.to_pylist()]
+
+
+def statement_ticket(sql: str, params: pa.Table | None = None) -> flight.Ticket:
+    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64)."""
+    doc: dict[str, str] = {"sql": sql}
+    if params is not None and params.num_rows:
+        doc["params"] = base64.b64encode(_ipc(params)).decode()
+    handle = json.dumps(doc).encode()
+    return flight.Ticket(pb.pack(pb.TicketStatementQuery(statement_handle=handle)))
+
+
+def _read_handle(handle: bytes) -> tuple[str, pa.Table | None]:
+    try:
+        doc = json.loads(handle)
+        params = None
+        if "params" in doc:
+            params = pa.ipc.open_stream(base64.b64decode(doc["params"])).read_all()
+        return str(doc["sql"]), params
+    except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        raise InvalidInput(f"malformed Flight SQL statement ticket: {exc}") from exc
+
+
+@dataclass
+class Prepared:
+    """One prepared statement: its SQL, result schema when known, bound parameters."""
+
+    sql: str
+    schema: pa.Schema | None
+    params: pa.Table | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A decoded Flight SQL request: message name, message (None if unknown), raw Any."""
+
+    name: str
+    message: Message | None
+    raw: bytes
+
+
+class FlightSqlHandler:
+    """Serves the Flight SQL commands over one Lake."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self._prepared: OrderedDict[bytes, Prepared] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- dispatch (called by FlightServer) -------------------------------------------------
+    def decode(self, raw: bytes) -> Command | None:
+        """The Flight SQL command in ``raw`` (a descriptor command or ticket), or None."""
+        try:
+            found = pb.unpack(raw)
+        except DecodeError as exc:
+            raise InvalidInput(f"malformed Flight SQL message: {exc}") from exc
+        return None if found is None else Command(found[0], found[1], raw)
+
+    def command(self, descriptor: flight.FlightDescriptor) -> Command | None:
+        if descriptor.descriptor_type != flight.DescriptorType.CMD:
+            return None
+        return self.decode(descriptor.command)
+
+    def owns_action(self, kind: str) -> bool:
+        return kind in ACTIONS or kind in _UNSUPPORTED_ACTIONS
+
+    def actions(self) -> list[tuple[str, str]]:
+        return list(ACTIONS.items())
+
+    # -- GetFlightInfo ---------------------------------------------------------------------
+    def get_flight_info(
+        self, descriptor: flight.FlightDescriptor, cmd: Command
+    ) -> flight.FlightInfo:
+        msg = cmd.message
+        if cmd.name == "CommandStatementQuery":
+            assert msg is not None
+            _refuse_transaction(msg)
+            return self._info(descriptor, self._schema(msg.query), statement_ticket(msg.query))
+        if cmd.name == "CommandPreparedStatementQuery":
+            assert msg is not None
+            stmt = self._get_prepared(msg.prepared_statement_handle)
+            rows = _rows(stmt.params)
+            schema = (
+                stmt.schema
+                if rows is None and stmt.schema is not None
+                else self._schema(stmt.sql, rows[0] if rows else None)
+            )
+            return self._info(descriptor, schema, statement_ticket(stmt.sql, stmt.params))
+        schema = self._metadata_schema(cmd)
+        return self._info(descriptor, schema, flight.Ticket(cmd.raw))
+
+    def _info(
+        self, descriptor: flight.FlightDescriptor, schema: pa.Schema, ticket: flight.Ticket
+    ) -> flight.FlightInfo:
+        return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
+
+    def _schema(self, sql: str, params: list[Any] | None = None) -> pa.Schema:
+        try:
+            return self.lake.query_schema(sql, params)
+        except QueryError as exc:
+            raise _explain_write(exc) from exc
+
+    def _metadata_schema(self, cmd: Command) -> pa.Schema:
+        schemas = {
+            "CommandGetSqlInfo": SQL_INFO_SCHEMA,
+            "CommandGetCatalogs": CATALOGS_SCHEMA,
+            "CommandGetDbSchemas": DB_SCHEMAS_SCHEMA,
+            "CommandGetTableTypes": TABLE_TYPES_SCHEMA,
+            "CommandGetXdbcTypeInfo": XDBC_TYPE_INFO_SCHEMA,
+            "CommandGetPrimaryKeys": PRIMARY_KEYS_SCHEMA,
+            "CommandGetExportedKeys": FOREIGN_KEYS_SCHEMA,
+            "CommandGetImportedKeys": FOREIGN_KEYS_SCHEMA,
+            "CommandGetCrossReference": FOREIGN_KEYS_SCHEMA,
+        }
+        if cmd.name == "CommandGetTables":
+            assert cmd.message is not None
+            return TABLES_WITH_SCHEMA_SCHEMA if cmd.message.include_schema else TABLES_SCHEMA
+        if cmd.name in schemas:
+            return schemas[cmd.name]
+        raise self._not_a_query(cmd.name)
+
+    def _not_a_query(self, name: str) -> Exception:
+        if name in ("CommandStatementUpdate", "CommandPreparedStatementUpdate"):
+            return InvalidInput(f"Flight SQL {name} is not supported: {WRITE_HINT}")
+        if name == "CommandStatementIngest":
+            return InvalidInput("CommandStatementIngest is a DoPut command, not GetFlightInfo")
+        if name == "CommandStatementSubstraitPlan":
+            return _unsupported("Substrait plans are not supported; send SQL")
+        return _unsupported(f"{name} is not supported by flightlake")
+
+    # -- DoGet -----------------------------------------------------------------------------
+    def do_get(self, cmd: Command) -> flight.RecordBatchStream:
+        msg = cmd.message
+        if cmd.name == "TicketStatementQuery":
+            assert msg is not None
+            sql, params = _read_handle(msg.statement_handle)
+            return self._stream(sql, params)
+        if cmd.name == "CommandPreparedStatementQuery":
+            assert msg is not None
+            stmt = self._get_prepared(msg.prepared_statement_handle)
+            return self._stream(stmt.sql, stmt.params)
+        return flight.RecordBatchStream(self._metadata(cmd))
+
+    def _stream(self, sql: str, params: pa.Table | None) -> flight.RecordBatchStream:
+        rows = _rows(params)
+        try:
+            reader = self.lake.query(sql, params=rows[0] if rows else None)
+        except QueryError as exc:
+            raise _explain_write(exc) from exc
+        if rows is not None and len(rows) > 1:  # every parameter set runs; results in order
+            reader = pa.RecordBatchReader.from_batches(
+                reader.schema, self._chain(reader, sql, rows[1:])
+            )
+        fields = {"sql": json.dumps(sql[:200])}
+        if rows is not None:
+            fields["param_sets"] = str(len(rows))
+        counted = Counted(reader, "flightsql.do_get", **fields)
+        return flight.RecordBatchStream(counted.stream())
+
+    def _chain(
+        self, first: pa.RecordBatchReader, sql: str, rest: list[list[Any]]
+    ) -> Iterator[pa.RecordBatch]:
+        yield from first
+        for row in rest:
+            yield from self.lake.query(sql, params=row)
+
+    def _metadata(self, cmd: Command) -> pa.Table:
+        msg = cmd.message
+        if cmd.name == "CommandGetSqlInfo":
+            assert msg is not None
+            return sql_info_table(list(msg.info))
+        if cmd.name == "CommandGetCatalogs":
+            return pa.Table.from_pylist([{"catalog_name": CATALOG}], CATALOGS_SCHEMA)
+        if cmd.name == "CommandGetDbSchemas":
+            assert msg is not None
+            rows = [{"catalog_name": CATALOG, "db_schema_name": DB_SCHEMA}]
+            if not self._in_catalog(_optional(msg, "catalog")) or not like(
+                _optional(msg, "db_schema_filter_pattern"), DB_SCHEMA
+            ):
+                rows = []
+            return pa.Table.from_pylist(rows, DB_SCHEMAS_SCHEMA)
+        if cmd.name == "CommandGetTables":
+            assert msg is not None
+            return self._tables(msg)
+        if cmd.name == "CommandGetTableTypes":
+            return pa.Table.from_pylist([{"table_type": TABLE_TYPE}], TABLE_TYPES_SCHEMA)
+        if cmd.name == "CommandGetXdbcTypeInfo":
+            assert msg is not None
+            code = _optional(msg, "data_type")
+            rows = [t for t in XDBC_TYPES if code is None or t["data_type"] == code]
+            return pa.Table.from_pylist(rows, XDBC_TYPE_INFO_SCHEMA)
+        # Keys: datasets have none; answer empty with the right schema.
+        return self._metadata_schema(cmd).empty_table()
+
+    def _in_catalog(self, catalog: str | None) -> bool:
+        return catalog is None or catalog == CATALOG
+
+    def _tables(self, msg: Message) -> pa.Table:
+        if (
+            not self._in_catalog(_optional(msg, "catalog"))
+            or not like(_optional(msg, "db_schema_filter_pattern"), DB_SCHEMA)
+            or (msg.table_types and TABLE_TYPE not in msg.table_types)
+        ):
+            manifests = []
+        else:
+            pattern = _optional(msg, "table_name_filter_pattern")
+            manifests = [m for m in self.lake.datasets() if like(pattern, m.name)]
+        rows: list[dict[str, Any]] = []
+        for manifest in sorted(manifests, key=lambda m: m.name):
+            row: dict[str, Any] = {
+                "catalog_name": CATALOG,
+                "db_schema_name": DB_SCHEMA,
+                "table_name": manifest.name,
+                "table_type": TABLE_TYPE,
+            }
+            if msg.include_schema:
+                # The schema SELECT * answers with (what clients will receive), which can
+                # differ from the stored Parquet types (e.g. large_string → string).
+                schema = self.lake.query_schema(f"SELECT * FROM {quote_ident(manifest.name)}")
+                row["table_schema"] = schema.serialize().to_pybytes()
+            rows.append(row)
+        schema = TABLES_WITH_SCHEMA_SCHEMA if msg.include_schema else TABLES_SCHEMA
+        return pa.Table.from_pylist(rows, schema)
+
+    # -- DoPut -----------------------------------------------------------------------------
+    def do_put(
+        self,
+        cmd: Command,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        msg = cmd.message
+        if cmd.name == "CommandStatementIngest":
+            assert msg is not None
+            self._ingest(msg, reader, writer)
+        elif cmd.name == "CommandPreparedStatementQuery":
+            assert msg is not None
+            self._bind(msg.prepared_statement_handle, reader, writer)
+        else:
+            raise self._not_a_query(cmd.name)
+
+    def _bind(
+        self,
+        handle: bytes,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        stmt = self._get_prepared(handle)
+        try:
+            params = reader.read_all()
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"bad parameter stream: {exc}") from exc
+        stmt.params = params if params.num_rows else None
+        result = pb.DoPutPreparedStatementResult(prepared_statement_handle=handle)
+        writer.write(pa.py_buffer(result.SerializeToString()))
+
+    def _ingest(
+        self,
+        msg: Message,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        start = time.perf_counter()
+        _refuse_transaction(msg)
+        if msg.temporary:
+            raise InvalidInput("temporary tables are not supported: ingest into a dataset")
+        catalog, db_schema = _optional(msg, "catalog"), _optional(msg, "schema")
+        if not self._in_catalog(catalog) or db_schema not in (None, DB_SCHEMA):
+            raise InvalidInput(
+                f"unknown catalog/schema {catalog}.{db_schema}: flightlake has "
+                f"one catalog {CATALOG!r} with one schema {DB_SCHEMA!r}"
+            )
+        mode = self._ingest_mode(msg.table, msg.table_definition_options)
+        counter = {"bytes": 0}
+        result = self.lake.ingest_arrow(
+            msg.table, reader.schema, _arrow_batches(reader, counter), mode
+        )
+        done = pb.DoPutUpdateResult(record_count=result.rows_written)
+        writer.write(pa.py_buffer(done.SerializeToString()))
+        _log(
+            "flightsql.ingest",
+            start,
+            dataset=msg.table,
+            mode=mode,
+            rows=result.rows_written,
+            bytes=counter["bytes"],
+            version=result.version,
+        )
+
+    def _ingest_mode(self, name: str, options: Message) -> str:
+        """Map TableDefinitionOptions onto the lake's create / append / overwrite."""
+        if_not_exist, if_exists = options.if_not_exist, options.if_exists
+        if not if_not_exist or not if_exists:
+            raise InvalidInput(
+                "CommandStatementIngest needs table_definition_options with "
+                "if_not_exist and if_exists set"
+            )
+        if if_exists == pb.IF_EXISTS_FAIL:
+            if if_not_exist == pb.IF_NOT_EXIST_FAIL:
+                raise InvalidInput("if_exists=FAIL with if_not_exist=FAIL can never succeed")
+            return "create"
+        mode = "append" if if_exists == pb.IF_EXISTS_APPEND else "overwrite"
+        if if_not_exist == pb.IF_NOT_EXIST_FAIL:
+            self.lake.dataset(name)  # NotFound when missing
+        return mode
+
+    # -- DoAction --------------------------------------------------------------------------
+    def do_action(self, action: flight.Action) -> Iterator[flight.Result]:
+        kind = action.type
+        if kind in _UNSUPPORTED_ACTIONS:
+            raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
+        body = action.body.to_pybytes() if action.body is not None else b""
+        cmd = self.decode(body)
+        expected = f"Action{kind}Request"
+        if cmd is None or cmd.name != expected or cmd.message is None:
+            raise InvalidInput(f"{kind} needs an Any-packed {expected} as its body")
+        if kind == "CreatePreparedStatement":
+            return iter([self._create_prepared(cmd.message)])
+        self._close_prepared(cmd.message.prepared_statement_handle)
+        return iter([])
+
+    def _create_prepared(self, msg: Message) -> flight.Result:
+        _refuse_transaction(msg)
+        sql = msg.query
+        try:
+            schema: pa.Schema | None = self.lake.query_schema(sql)
+        except QueryError as exc:
+            if "only SELECT" in str(exc):
+                raise _explain_write(exc) from exc
+            # Placeholders (or a bad statement): the schema is known once parameters are
+            # bound; a real error surfaces when the statement runs.
+            schema = None
+        except NotFound:
+            schema = None
+        handle = secrets.token_hex(16).encode()
+        with self._lock:
+            self._prepared[handle] = Prepared(sql, schema)
+            while len(self._prepared) > MAX_PREPARED:
+                self._prepared.popitem(last=False)
+        result = pb.ActionCreatePreparedStatementResult(
+            prepared_statement_handle=handle,
+            is_update=False,
+            dataset_schema=schema.serialize().to_pybytes() if schema is not None else b"",
+            # No placeholders when the schema resolved without parameters.
+            parameter_schema=pa.schema([]).serialize().to_pybytes() if schema is not None else b"",
+        )
+        return flight.Result(pa.py_buffer(pb.pack(result)))
+
+    def _get_prepared(self, handle: bytes) -> Prepared:
+        with self._lock:
+            stmt = self._prepared.get(handle)
+            if stmt is None:
+                raise NotFound("unknown or closed prepared statement handle")
+            self._prepared.move_to_end(handle)
+            return stmt
+
+    def _close_prepared(self, handle: bytes) -> None:
+        with self._lock:
+            self._prepared.pop(handle, None)
+
+    @property
+    def open_prepared(self) -> int:
+        with self._lock:
+            return len(self._prepared)
