@@ -227,13 +227,22 @@ def test_ingest_modes(conn: dbapi.Connection, srv: Running) -> None:
     assert "missing" not in names
 
 
-def test_ingest_a_pandas_frame_and_read_it_back(conn: dbapi.Connection) -> None:
+def test_pandas_to_sql_and_polars_write_database(conn: dbapi.Connection) -> None:
     frame = pd.DataFrame({"city": ["Chicago", "Peoria"], "people": [2_700_000, 110_000]})
-    with conn.cursor() as cur:
-        assert cur.adbc_ingest("cities", frame, mode="create") == 2
-    back = pd.read_sql("SELECT * FROM cities ORDER BY people DESC", conn)
-    assert back["city"].tolist() == ["Chicago", "Peoria"]
-    assert back["people"].tolist() == [2_700_000, 110_000]
+    assert frame.to_sql("cities", conn, index=False) == 2  # if_exists="fail": creates
+    assert frame.to_sql("cities", conn, index=False, if_exists="append") == 2
+    back = pd.read_sql("SELECT * FROM cities ORDER BY people DESC, city", conn)
+    assert back["city"].tolist() == ["Chicago", "Chicago", "Peoria", "Peoria"]
+    assert back["people"].tolist() == [2_700_000, 2_700_000, 110_000, 110_000]
+    # if_exists="replace" would need DROP TABLE, which read-only SQL refuses;
+    # cursor.adbc_ingest(..., mode="replace") is the way (see docs/flight-sql.md).
+    with pytest.raises(pd.errors.DatabaseError, match="ingest"):
+        frame.to_sql("cities", conn, index=False, if_exists="replace")
+
+    pl.DataFrame({"x": [1, 2, 3]}).write_database(
+        "numbers", conn, engine="adbc", if_table_exists="append"
+    )
+    assert pl.read_database("SELECT sum(x)::BIGINT AS s FROM numbers", conn)["s"][0] == 6
 
 
 # -- dataframe libraries ----------------------------------------------------------------------

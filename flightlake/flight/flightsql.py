@@ -318,7 +318,8 @@ def _optional(message: Message, name: str) -> str | None:
 
 
 def _unsupported(what: str) -> Exception:
-    return pa.ArrowNotImplementedError(f"Flight SQL: {what}")  # → gRPC UNIMPLEMENTED
+    error: Exception = pa.ArrowNotImplementedError(f"Flight SQL: {what}")  # → UNIMPLEMENTED
+    return error
 
 
 def _refuse_transaction(message: Message) -> None:

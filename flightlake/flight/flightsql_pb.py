@@ -224,7 +224,7 @@ def pack(message: Message) -> bytes:
     wrapper = any_pb2.Any(
         type_url=TYPE_URL_PREFIX + message.DESCRIPTOR.name, value=message.SerializeToString()
     )
-    return wrapper.SerializeToString()
+    return bytes(wrapper.SerializeToString())
 
 
 def unpack(raw: bytes) -> tuple[str, Message | None] | None:
