@@ -8,6 +8,7 @@ types, refusals) are checked with a bare ``pyarrow.flight`` client.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -408,3 +409,15 @@ def test_statement_query_without_preparing(local_srv: Running) -> None:
     table = fetch(client, info)
     assert table.schema == info.schema
     assert table.to_pylist() == [{"answer": 42, "label": "x"}]
+
+
+# -- docs -------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Cannot disable autocommit")
+def test_docs_examples_run(srv: Running) -> None:
+    """Every Python example of docs/flight-sql.md runs against a server (bar credentials)."""
+    text = (Path(__file__).parent.parent / "docs" / "flight-sql.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    runnable = [b for b in blocks if "db_kwargs" not in b]
+    assert len(runnable) >= 3
+    for block in runnable:
+        exec(block.replace("8815", str(srv.server.port)), {})
