@@ -1,0 +1,471 @@
+"""Sections 3, 4 and 5: Flight do_get against in-process DuckDB, concurrency, batch size.
+
+The limit is DuckDB in this process, configured the way flightlake's query engine is (httpfs
+loaded offline from the pinned package for S3, a temporary S3 secret, one view over the
+dataset's Parquet objects, taken from the server's own manifest), returning Arrow through
+``to_arrow_reader(batch_rows)``. Both sides hand the client a complete ``pyarrow.Table``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_mod
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from flightlake.query import httpfs_extension_path
+from scripts.bench_env import PeakRss, Server, Store, log, median, percentile, timed
+from scripts.bench_report import (
+    Report,
+    fmt_mb,
+    fmt_mbs,
+    fmt_ms,
+    fmt_rate,
+    fmt_ratio,
+    fmt_s,
+    md_table,
+)
+
+DEFAULT_BATCH_ROWS = 65_536
+LARGE_TARGET = 1.3
+SMALL_TARGET = 2.0
+SMALL_SLACK_S = 0.005  # "a few milliseconds"
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    sql: str
+    small: bool
+
+
+QUERIES = (
+    Query("count(*)", "SELECT count(*) FROM workers", True),
+    Query("IL group-by", "SELECT role, count(*) FROM workers WHERE state='IL' GROUP BY role", True),
+    Query("avg rate by state", "SELECT state, avg(hourly_rate) FROM workers GROUP BY state", True),
+    Query("IL rows", "SELECT * FROM workers WHERE state='IL'", False),
+    Query("all rows (500k)", "SELECT * FROM workers", False),
+)
+SMALL_SQL = QUERIES[1].sql
+LARGE_SQL = QUERIES[4].sql
+
+
+# -- the two sides -------------------------------------------------------------------------
+class InProcessDuckDB:
+    """DuckDB in this process over the same Parquet objects, set up as flightlake's is."""
+
+    def __init__(self, store: Store, keys: Sequence[str]) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-duckdb-")
+        self.con = duckdb.connect(
+            ":memory:",
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "extension_directory": f"{self._tmp.name}/extensions",
+                "temp_directory": f"{self._tmp.name}/spill",
+                "memory_limit": "2GB",
+            },
+        )
+        if store.s3 is not None:
+            s3 = store.s3
+            self.con.execute(f"LOAD '{httpfs_extension_path()}'")
+            self.con.execute(
+                "CREATE TEMPORARY SECRET bench (TYPE s3, REGION 'us-east-1', URL_STYLE 'path', "
+                f"USE_SSL false, ENDPOINT '{s3.endpoint.split('://', 1)[1]}', "
+                f"KEY_ID '{s3.access_key}', SECRET '{s3.secret_key}')"
+            )
+        urls = ", ".join(f"'{store.object_url(k)}'" for k in keys)
+        self.con.execute(f"CREATE VIEW workers AS SELECT * FROM read_parquet([{urls}])")
+
+    def run(self, sql: str, batch_rows: int = DEFAULT_BATCH_ROWS) -> pa.Table:
+        cursor = self.con.cursor()
+        try:
+            cursor.execute(sql)
+            return cursor.to_arrow_reader(batch_rows).read_all()
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self.con.close()
+        self._tmp.cleanup()
+
+
+def flight_get(client: flight.FlightClient, sql: str) -> pa.Table:
+    return client.do_get(flight.Ticket(sql.encode())).read_all()
+
+
+# -- 3. queries ----------------------------------------------------------------------------
+@dataclass
+class QueryResult:
+    query: Query
+    seconds: float
+    limit: float
+    rows: int
+    nbytes: int
+
+
+def measure_queries(server: Server, small_runs: int, large_runs: int) -> list[QueryResult]:
+    """Each query on both sides, interleaved run by run, after one warm-up each."""
+    duck = InProcessDuckDB(server.store, server.objects("workers"))
+    results = []
+    try:
+        with server.client() as client:
+            for q in QUERIES:
+                flight_get(client, q.sql)
+                expected = duck.run(q.sql)
+                ours, theirs = [], []
+                for _ in range(small_runs if q.small else large_runs):
+                    seconds, table = timed(flight_get, client, q.sql)
+                    ours.append(seconds)
+                    theirs.append(timed(duck.run, q.sql)[0])
+                if table.num_rows != expected.num_rows:
+                    raise RuntimeError(
+                        f"{q.name}: Flight returned {table.num_rows} rows, "
+                        f"DuckDB {expected.num_rows}"
+                    )
+                results.append(
+                    QueryResult(q, median(ours), median(theirs), table.num_rows, table.nbytes)
+                )
+                log(
+                    f"  {server.store.kind} {q.name}: flight {median(ours) * 1000:.1f} ms, "
+                    f"in-process {median(theirs) * 1000:.1f} ms"
+                )
+    finally:
+        duck.close()
+    return results
+
+
+def small_ok(r: QueryResult) -> bool:
+    return r.seconds <= SMALL_TARGET * r.limit + SMALL_SLACK_S
+
+
+def report_queries(
+    report: Report, results: dict[str, list[QueryResult]], small_runs: int, large_runs: int
+) -> None:
+    sec = report.section(
+        "3. Query",
+        "Flight `do_get` with a plain-SQL ticket (pyarrow.flight client in the benchmark "
+        "process, `read_all()` into a Table) against in-process DuckDB on the same Parquet "
+        "objects (httpfs loaded offline as the server does; `to_arrow_reader(65536)` → "
+        f"`read_all()`). Medians of {small_runs} runs (small results) and {large_runs} runs "
+        "(large), interleaved, after one warm-up each. Ratio = Flight time / DuckDB time. "
+        "Targets: large results ≤ 1.3x; small results ≤ 2x + 5 ms.",
+    )
+    for kind, rs in results.items():
+        rows = []
+        for r in rs:
+            rows.append(
+                [
+                    r.query.name,
+                    f"`{r.query.sql}`",
+                    f"{r.rows:,}",
+                    fmt_mb(r.nbytes),
+                    fmt_ms(r.seconds),
+                    fmt_ms(r.limit),
+                    fmt_ratio(r.seconds / r.limit),
+                    fmt_mbs(r.nbytes, r.seconds) if not r.query.small else "-",
+                ]
+            )
+            if r.query.small:
+                report.check(
+                    "3. query",
+                    f"{r.query.name}, {kind}",
+                    f"{fmt_ratio(r.seconds / r.limit)} "
+                    f"({fmt_ms(r.seconds)} vs {fmt_ms(r.limit)} ms)",
+                    "≤ 2x + 5 ms",
+                    small_ok(r),
+                )
+            else:
+                ratio = r.seconds / r.limit
+                report.check(
+                    "3. query",
+                    f"{r.query.name}, {kind}",
+                    fmt_ratio(ratio),
+                    f"≤ {LARGE_TARGET}x",
+                    ratio <= LARGE_TARGET,
+                )
+        sec.blocks.append(f"**{kind}**")
+        sec.blocks.append(
+            md_table(
+                [
+                    "query",
+                    "SQL",
+                    "rows",
+                    "result",
+                    "Flight ms",
+                    "in-process ms",
+                    "ratio",
+                    "Flight MB/s",
+                ],
+                rows,
+            )
+        )
+
+
+# -- 4. concurrency ------------------------------------------------------------------------
+def _client_process(
+    location: str, phases: list[tuple[str, str, float]], barrier: Any, out: Any
+) -> None:
+    """One client process: for each phase, wait for all clients, then loop until the
+    phase's duration has passed; report (phase, start, end, rows, bytes, latencies)."""
+    client = flight.FlightClient(location)
+    for sql in dict.fromkeys(sql for _, sql, _ in phases):
+        flight_get(client, sql)  # connect and warm
+    for label, sql, duration in phases:
+        barrier.wait()
+        start = time.monotonic()
+        deadline = start + duration
+        rows = nbytes = 0
+        latencies = []
+        while True:
+            t0 = time.perf_counter()
+            table = flight_get(client, sql)
+            latencies.append(time.perf_counter() - t0)
+            rows += table.num_rows
+            nbytes += table.nbytes
+            del table
+            if time.monotonic() >= deadline:
+                break
+        out.put((label, start, time.monotonic(), rows, nbytes, latencies))
+    client.close()
+
+
+@dataclass
+class ConcurrencyResult:
+    clients: int
+    rows_per_s: float
+    bytes_per_s: float
+    p50: float
+    p99: float
+    small_requests: int
+
+
+def measure_concurrency(
+    server: Server, levels: Sequence[int], runs: int, large_s: float, small_s: float
+) -> list[ConcurrencyResult]:
+    ctx = mp.get_context("spawn")
+    results = []
+    for n in levels:
+        phases = []
+        for i in range(runs):
+            phases += [(f"large-{i}", LARGE_SQL, large_s), (f"small-{i}", SMALL_SQL, small_s)]
+        barrier = ctx.Barrier(n)
+        out = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_client_process, args=(server.location, phases, barrier, out), daemon=True
+            )
+            for _ in range(n)
+        ]
+        for p in procs:
+            p.start()
+        got: dict[str, list[tuple[float, float, int, int, list[float]]]] = {}
+        try:
+            for _ in range(n * len(phases)):
+                label, start, end, rows, nbytes, lat = out.get(timeout=600)
+                got.setdefault(label, []).append((start, end, rows, nbytes, lat))
+        except queue_mod.Empty as exc:
+            raise RuntimeError(f"concurrency clients ({n}) stopped answering") from exc
+        finally:
+            for p in procs:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+        rates, byte_rates, p50s, p99s, counts = [], [], [], [], []
+        for i in range(runs):
+            large = got[f"large-{i}"]
+            wall = max(e for _, e, *_ in large) - min(s for s, *_ in large)
+            rates.append(sum(r[2] for r in large) / wall)
+            byte_rates.append(sum(r[3] for r in large) / wall)
+            lat = [x for r in got[f"small-{i}"] for x in r[4]]
+            p50s.append(percentile(lat, 50))
+            p99s.append(percentile(lat, 99))
+            counts.append(len(lat))
+        result = ConcurrencyResult(
+            n, median(rates), median(byte_rates), median(p50s), median(p99s), int(median(counts))
+        )
+        log(
+            f"  {n} clients: {result.bytes_per_s / 1e6:.0f} MB/s aggregate, small p50 "
+            f"{result.p50 * 1000:.1f} ms p99 {result.p99 * 1000:.1f} ms"
+        )
+        results.append(result)
+    return results
+
+
+def report_concurrency(
+    report: Report,
+    results: dict[str, list[ConcurrencyResult]],
+    limits: dict[str, QueryResult],
+    runs: int,
+    large_s: float,
+    small_s: float,
+) -> None:
+    sec = report.section(
+        "4. Concurrency",
+        "N client processes (pyarrow.flight, one connection each, released together by a "
+        f"barrier). Large: each client repeats `{LARGE_SQL}` for {large_s:.0f} s; aggregate "
+        "throughput = all rows (bytes) received / wall time from the first start to the last "
+        f"finish. Small: each client repeats `{SMALL_SQL}` for {small_s:.0f} s; latency "
+        f"percentiles over every request of every client. Median of {runs} runs per level. "
+        "Ratios: aggregate throughput against one in-process DuckDB stream of the same query "
+        "(section 3), and small-query p50 against the in-process time. On 2 cores, with the "
+        "clients, the server and (for S3) SeaweedFS on the same machine, the machine is "
+        "saturated from 2 clients on; what to look for is that throughput holds and latency "
+        "grows no faster than the queue.",
+    )
+    for kind, rs in results.items():
+        limit = limits[kind]
+        rows = []
+        for r in rs:
+            rows.append(
+                [
+                    r.clients,
+                    f"{r.rows_per_s / 1e6:.2f} M rows/s",
+                    f"{r.bytes_per_s / 1e6:.0f} MB/s",
+                    fmt_ratio(r.bytes_per_s / (limit.nbytes / limit.limit)),
+                    fmt_ms(r.p50),
+                    fmt_ms(r.p99),
+                    r.small_requests,
+                ]
+            )
+        sec.blocks.append(
+            f"**{kind}** (in-process DuckDB, one stream: "
+            f"{fmt_mbs(limit.nbytes, limit.limit)} for the large query)"
+        )
+        sec.blocks.append(
+            md_table(
+                [
+                    "clients",
+                    "large: aggregate rows/s",
+                    "aggregate MB/s",
+                    "vs in-process",
+                    "small p50 ms",
+                    "small p99 ms",
+                    "small requests",
+                ],
+                rows,
+            )
+        )
+        one, top = rs[0], rs[-1]
+        report.check(
+            "4. concurrency",
+            f"aggregate throughput, {top.clients} vs 1 client, {kind}",
+            fmt_ratio(top.bytes_per_s / one.bytes_per_s),
+            "(scaling; info)",
+            None,
+        )
+
+
+# -- 5. batch size -------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    batch_rows: int
+    seconds: float
+    limit: float
+    nbytes: int
+    batches: int
+    peak_rss: int
+    idle_rss: int
+
+
+def measure_batch_sizes(
+    store: Store, workdir: Any, sizes: Sequence[int], runs: int
+) -> list[BatchResult]:
+    """One server per batch size (FLIGHTLAKE_BATCH_ROWS) over the same stored dataset."""
+    results = []
+    duck: InProcessDuckDB | None = None
+    try:
+        for size in sizes:
+            with Server(store, workdir, f"batch-{size}", batch_rows=str(size)) as server:
+                if duck is None:
+                    duck = InProcessDuckDB(store, server.objects("workers"))
+                with server.client() as client:
+                    table = flight_get(client, LARGE_SQL)
+                    duck.run(LARGE_SQL, size)
+                    with PeakRss(server.pid) as idle:
+                        pass
+                    ours, theirs = [], []
+                    with PeakRss(server.pid) as mem:
+                        for _ in range(runs):
+                            seconds, table = timed(flight_get, client, LARGE_SQL)
+                            ours.append(seconds)
+                            theirs.append(timed(duck.run, LARGE_SQL, size)[0])
+            result = BatchResult(
+                size,
+                median(ours),
+                median(theirs),
+                table.nbytes,
+                len(table.to_batches()),
+                mem.peak,
+                idle.peak,
+            )
+            log(
+                f"  batch {size:,}: flight {result.seconds * 1000:.0f} ms, in-process "
+                f"{result.limit * 1000:.0f} ms, {result.batches} batches, peak RSS "
+                f"{mem.peak / 1e6:.0f} MB"
+            )
+            results.append(result)
+    finally:
+        if duck is not None:
+            duck.close()
+    return results
+
+
+def report_batches(report: Report, kind: str, results: list[BatchResult], runs: int) -> None:
+    sec = report.section(
+        "5. Batch size",
+        f"`{LARGE_SQL}` (500k rows) over Flight from a separate `flightlake serve` per batch "
+        f"size (`FLIGHTLAKE_BATCH_ROWS`), {kind} storage, median of {runs} runs, against "
+        "in-process DuckDB with `to_arrow_reader(batch_rows)` at the same size. Peak RSS is "
+        "the server's while it answers the runs (idle = before).",
+    )
+    rows = []
+    for r in results:
+        mark = " (default)" if r.batch_rows == DEFAULT_BATCH_ROWS else ""
+        rows.append(
+            [
+                f"{r.batch_rows:,}{mark}",
+                r.batches,
+                fmt_s(r.seconds),
+                fmt_rate(500_000, r.seconds),
+                fmt_mbs(r.nbytes, r.seconds),
+                fmt_s(r.limit),
+                fmt_ratio(r.seconds / r.limit),
+                fmt_mb(r.idle_rss),
+                fmt_mb(r.peak_rss),
+            ]
+        )
+    sec.blocks.append(
+        md_table(
+            [
+                "batch rows",
+                "batches",
+                "Flight",
+                "rows/s",
+                "MB/s",
+                "in-process",
+                "ratio",
+                "server idle RSS",
+                "server peak RSS",
+            ],
+            rows,
+        )
+    )
+    best = min(results, key=lambda r: r.seconds)
+    default = next((r for r in results if r.batch_rows == DEFAULT_BATCH_ROWS), None)
+    if default is not None:
+        report.check(
+            "5. batch size",
+            f"default ({DEFAULT_BATCH_ROWS:,}) vs fastest "
+            f"({best.batch_rows:,}) Flight time, {kind}",
+            fmt_ratio(default.seconds / best.seconds),
+            "(info)",
+            None,
+        )
