@@ -23,7 +23,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from flightlake.flight import flightsql_pb as pb
-from flightlake.flight.flightsql import CATALOG, DB_SCHEMA, SQL_INFO_SCHEMA
+from flightlake.flight.flightsql import CATALOG, DB_SCHEMA
+from flightlake.flight.flightsql_meta import SQL_INFO_SCHEMA
 from scripts.gen_workers import il_role_counts, write_workers_csv
 from tests.servers import Running, flight_server, make_settings
 
@@ -116,6 +117,24 @@ def test_prepared_statements_are_closed_with_the_cursor(
         cur.fetchall()
         assert srv.server.sql.open_prepared == 1
     assert srv.server.sql.open_prepared == 0
+
+
+def test_a_reused_statement_sees_a_replaced_dataset(srv: Running, conn: dbapi.Connection) -> None:
+    """Regression: the schema a prepared statement reports is resolved at each execution."""
+    srv.lake.ingest_arrow(
+        "shifty", pa.schema([("a", pa.int64())]), [pa.record_batch({"a": [1]})], "create"
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM shifty")  # prepared once, re-executed below
+        assert cur.fetchall() == [(1,)]
+        srv.lake.ingest_arrow(
+            "shifty",
+            pa.schema([("b", pa.string()), ("c", pa.float64())]),
+            [pa.record_batch({"b": ["x"], "c": [2.5]})],
+            "overwrite",
+        )
+        cur.execute("SELECT * FROM shifty")
+        assert cur.fetch_arrow_table().to_pylist() == [{"b": "x", "c": 2.5}]
 
 
 def test_bad_sql_is_a_clear_error(conn: dbapi.Connection) -> None:
