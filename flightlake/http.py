@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Send
 
 from flightlake.catalog import validate_name
 from flightlake.config import Settings
@@ -336,16 +337,34 @@ def result_format(accept: str) -> str:
     return "json"
 
 
-async def _stream(first: bytes, chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
-    try:
-        yield first
-        while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
-            yield chunk
-    except FlightlakeError as exc:
-        log.warning("query failed mid-stream; response cut short: %s", exc)
-        raise
-    finally:
-        chunks.close()
+class ResultStream(StreamingResponse):
+    """A query result, sent batch by batch as it is encoded in a worker thread.
+
+    Once the status line is out, an error can only cut the response short: it is logged as
+    one line and the connection is closed without the final chunk, so the client sees an
+    incomplete body rather than a valid-looking truncated result.
+    """
+
+    def __init__(self, first: bytes, chunks: Generator[bytes, None, None], fmt: str) -> None:
+        super().__init__(self._pieces(first, chunks), media_type=MEDIA_TYPES[fmt])
+
+    @staticmethod
+    async def _pieces(first: bytes, chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+        try:
+            yield first
+            while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            chunks.close()
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except Exception as exc:
+            # Returning without the final body message makes the server drop the connection.
+            log.warning(
+                "query failed mid-stream, response cut short: %s: %s", type(exc).__name__, exc
+            )
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -436,7 +455,7 @@ class Api:
         except BaseException:
             chunks.close()
             raise
-        return StreamingResponse(_stream(first, chunks), media_type=MEDIA_TYPES[fmt])
+        return ResultStream(first, chunks, fmt)
 
     async def datasets(self, request: Request) -> Response:
         self.authorize(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ def http_server(
 ) -> Iterator[RunningHttp]:
     """Serve ``lake`` over HTTP on 127.0.0.1:0; yield it with a client; stop on exit."""
     server = start_http(lake, settings.replace(host="127.0.0.1"), ready, port=0)
-    verify = settings.tls_cert or True
+    verify = ssl.create_default_context(cafile=settings.tls_cert) if settings.tls_cert else True
     client = httpx.Client(base_url=server.url, timeout=60, verify=verify)
     try:
         yield RunningHttp(lake, server, client)
