@@ -191,7 +191,7 @@ def test_compose_ports_are_the_defaults_on_loopback(
         DEFAULTS["flight_port"]: ("127.0.0.1", DEFAULTS["flight_port"]),
         DEFAULTS["http_port"]: ("127.0.0.1", DEFAULTS["http_port"]),
     }
-    # No authentication is enforced: nothing may be published beyond the host's loopback.
+    # Flight enforces no authentication yet: nothing may be published beyond loopback.
     for name, service in compose["services"].items():
         for host_ip, _ in _published(service.get("ports", [])).values():
             assert host_ip == "127.0.0.1", f"{name} publishes a port beyond loopback"
@@ -593,3 +593,55 @@ def test_healthchecks_pass_against_the_compose_environment(
                 return result.returncode == 0
 
             wait_until(healthy, timeout=30, interval=0.5, what=f"health check {cmd[-1][:60]}")
+
+
+# -- hand-written docs that name things in the code ------------------------------------------
+DOCS = ROOT / "docs"
+
+
+def test_protocol_doc_names_every_action_and_error_mapping() -> None:
+    from flightlake import errors
+    from flightlake.flight.server import ACTIONS, to_flight_error
+
+    text = (DOCS / "protocol.md").read_text()
+    for action in ACTIONS:
+        assert f"| `{action}` |" in text, f"docs/protocol.md does not document action {action}"
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, errors.FlightlakeError)
+    ]
+    assert len(classes) >= 9
+    for cls in classes:
+        raised = type(to_flight_error(cls("x")))
+        module = "pyarrow.flight" if raised.__module__.endswith("_flight") else "pyarrow"
+        assert f"`{module}.{raised.__name__}`" in text, f"{cls.__name__} -> {raised.__name__}"
+
+
+def test_cli_doc_names_every_command_and_option() -> None:
+    import click
+
+    from flightlake.cli import main
+
+    text = (DOCS / "cli.md").read_text()
+    for name, command in main.commands.items():
+        assert f"## `flightlake {name}`" in text, f"docs/cli.md has no section for {name}"
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.opts[0] in text, f"docs/cli.md does not mention {name} {param.opts[0]}"
+
+
+def _anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", doc.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_docs_links_point_at_existing_files_and_headings() -> None:
+    mine = ["protocol.md", "cli.md", "configuration.md", "operations.md"]
+    for doc in [*(DOCS / name for name in mine), ROOT / "clients" / "README.md"]:
+        for target, anchor in re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", doc.read_text()):
+            path = doc.parent / target if target else doc
+            assert path.exists(), f"{doc.name} links to missing {target}"
+            if anchor and path.suffix == ".md":
+                assert anchor in _anchors(path), f"{doc.name} links to missing #{anchor}"
