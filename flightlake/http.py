@@ -45,7 +45,7 @@ from starlette.routing import Route
 from starlette.types import Send
 
 from flightlake.catalog import validate_name
-from flightlake.config import Settings
+from flightlake.config import Principal, Settings
 from flightlake.encode import encode_result
 from flightlake.errors import (
     Conflict,
@@ -58,51 +58,34 @@ from flightlake.errors import (
     Unavailable,
 )
 from flightlake.lake import IngestResult, Lake, check_mode
+from flightlake.openapi import OPENAPI
 
 log = logging.getLogger("flightlake.http")
 
 SQL_BODY_CAP = 1 << 20  # a /v1/sql request body larger than this is refused (413)
 UPLOAD_PIECE = 1 << 20  # upload bytes handed to the ingest thread at a time
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-RESULT_TYPES = {
-    "application/json": "json",
-    "*/*": "json",
-    "application/*": "json",
-    ARROW_STREAM: "arrow",
-    "text/csv": "csv",
-    "text/*": "csv",
+RESULT_TYPES = {  # Accept media type -> result format
+    **dict.fromkeys(("application/json", "application/*", "*/*"), "json"),
+    **dict.fromkeys((ARROW_STREAM,), "arrow"),
+    **dict.fromkeys(("text/csv", "text/*"), "csv"),
 }
 MEDIA_TYPES = {"json": "application/json", "arrow": ARROW_STREAM, "csv": "text/csv; charset=utf-8"}
 UPLOAD_FORMATS = ("csv", "parquet", "arrow")
-_SUFFIX_FORMATS = {
-    ".csv": "csv",
-    ".txt": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".arrow": "arrow",
-    ".arrows": "arrow",
-    ".ipc": "arrow",
-    ".feather": "arrow",
-}
-_TYPE_FORMATS = {
-    "text/csv": "csv",
-    "application/vnd.apache.parquet": "parquet",
-    "application/x-parquet": "parquet",
-    ARROW_STREAM: "arrow",
-    "application/vnd.apache.arrow.file": "arrow",
+_FORMAT_HINTS = {  # file-name suffix or content type -> upload format
+    **dict.fromkeys((".csv", ".txt", "text/csv"), "csv"),
+    **dict.fromkeys((".parquet", ".pq", "application/vnd.apache.parquet"), "parquet"),
+    **dict.fromkeys(("application/x-parquet",), "parquet"),
+    **dict.fromkeys((".arrow", ".arrows", ".ipc", ".feather", ARROW_STREAM), "arrow"),
+    **dict.fromkeys(("application/vnd.apache.arrow.file",), "arrow"),
 }
 
 
 # -- errors ----------------------------------------------------------------------------------
-_STATUS: tuple[tuple[type[FlightlakeError], int], ...] = (
-    (NotFound, 404),
-    (Conflict, 409),
-    (TooLarge, 413),
-    (InvalidInput, 400),
-    (Unavailable, 503),
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-)
+_STATUS: tuple[tuple[type[FlightlakeError], int], ...] = (  # first match wins
+    (NotFound, 404), (Conflict, 409), (TooLarge, 413), (InvalidInput, 400),
+    (Unavailable, 503), (Unauthenticated, 401), (Forbidden, 403),
+)  # fmt: skip
 
 
 def status_of(exc: FlightlakeError) -> int:
@@ -125,14 +108,8 @@ async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
     if getattr(request.state, "upload", False):
         headers["Connection"] = "close"  # the rest of a refused upload is not worth reading
-    log.log(
-        logging.WARNING if status >= 500 else logging.INFO,
-        "%s %s -> %d: %s",
-        request.method,
-        request.url.path,
-        status,
-        exc,
-    )
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return error_response(status, str(exc), headers)
 
 
@@ -172,24 +149,16 @@ class Upload:
         self._parser: MultipartParser | None = None
         self.filename = ""
         self.content_type = ctype.decode("latin-1").lower()
-        self.state = "file"  # multipart: before -> file -> after (the file part is done)
+        self._stage = "file"  # multipart: before -> file -> after (the file part is done)
         if self.content_type == "multipart/form-data":
             if not params.get(b"boundary"):
                 raise InvalidInput("multipart/form-data body without a boundary")
-            self.content_type, self.state = "", "before"
+            self.content_type, self._stage = "", "before"
             self._part: dict[str, Any] = {}
-            self._parser = MultipartParser(
-                params[b"boundary"],
-                {
-                    "on_part_begin": self._part_begin,
-                    "on_header_field": self._header_field,
-                    "on_header_value": self._header_value,
-                    "on_header_end": self._header_end,
-                    "on_headers_finished": self._headers_finished,
-                    "on_part_data": self._part_data,
-                    "on_part_end": self._part_end,
-                },
-            )
+            events = ("part_begin", "header_field", "header_value", "header_end",
+                      "headers_finished", "part_data", "part_end")  # fmt: skip
+            callbacks: Any = {f"on_{event}": getattr(self, f"_{event}") for event in events}
+            self._parser = MultipartParser(params[b"boundary"], callbacks)
 
     # python-multipart callbacks: collect one part's headers, keep only field `file`'s data
     def _part_begin(self) -> None:
@@ -211,10 +180,10 @@ class Upload:
         _, options = parse_options_header(headers.get("content-disposition"))
         if options.get(b"name") != b"file":
             return
-        if self.state != "before":
-            self.state = "duplicate"
+        if self._stage != "before":
+            self._stage = "duplicate"
             return
-        self.state, self._part["is_file"] = "file", True
+        self._stage, self._part["is_file"] = "file", True
         self.filename = options.get(b"filename", b"").decode("utf-8", "replace")
         self.content_type = (
             parse_options_header(headers.get("content-type"))[0].decode("latin-1").lower()
@@ -227,7 +196,7 @@ class Upload:
 
     def _part_end(self) -> None:
         if self._part.get("is_file"):
-            self.state, self._part["is_file"] = "after", False
+            self._stage, self._part["is_file"] = "after", False
 
     async def _pull(self) -> None:
         """Read one body chunk and feed it on; at the end check the file arrived whole."""
@@ -235,11 +204,11 @@ class Upload:
             chunk = await self._body.__anext__()
         except StopAsyncIteration:
             self._ended = True
-            if self._parser is not None and self.state == "before":
+            if self._parser is not None and self._stage == "before":
                 raise InvalidInput(
                     "multipart body has no field 'file': use -F file=@PATH"
                 ) from None
-            if self._parser is not None and self.state != "after":
+            if self._parser is not None and self._stage != "after":
                 raise InvalidInput("multipart body ended inside the 'file' part") from None
             return
         except ClientDisconnect:
@@ -256,12 +225,12 @@ class Upload:
             self._parser.write(chunk)
         except MultipartParseError as exc:
             raise InvalidInput(f"malformed multipart body: {exc}") from exc
-        if self.state == "duplicate":
+        if self._stage == "duplicate":
             raise InvalidInput("multipart body has more than one field 'file'")
 
     async def start(self) -> None:
         """Read up to the start of the file's bytes (the multipart part headers)."""
-        while self.state == "before" and not self._ended:
+        while self._stage == "before" and not self._ended:
             await self._pull()
 
     async def read(self) -> bytes:
@@ -286,7 +255,7 @@ def upload_format(explicit: str | None, filename: str, content_type: str) -> str
             )
         return explicit
     suffix = PurePosixPath(filename).suffix.lower()
-    return _SUFFIX_FORMATS.get(suffix) or _TYPE_FORMATS.get(content_type, "csv")
+    return _FORMAT_HINTS.get(suffix) or _FORMAT_HINTS.get(content_type, "csv")
 
 
 def ingest_upload(
@@ -367,6 +336,23 @@ class ResultStream(StreamingResponse):
             )
 
 
+def authenticate(principals: tuple[Principal, ...], header: str) -> Principal | None:
+    """The principal an Authorization header (Bearer token or Basic user:password) names."""
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() == "bearer":
+        secret, known = credential.strip(), [(p, p.token) for p in principals]
+    elif scheme.lower() == "basic":
+        try:
+            user, _, secret = base64.b64decode(credential).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        known = [(p, p.password) for p in principals if p.name == user]
+    else:
+        return None
+    given = secret.encode()
+    return next((p for p, s in known if s and hmac.compare_digest(s.encode(), given)), None)
+
+
 # -- handlers --------------------------------------------------------------------------------
 class Api:
     """The endpoints; each one decodes the request, calls the lake and encodes the answer."""
@@ -378,33 +364,9 @@ class Api:
 
     def authorize(self, request: Request, write: bool = False) -> None:
         """With tokens or users configured, require a bearer token (or basic auth)."""
-        principals = self.settings.principals
-        if not principals:
+        if not self.settings.principals:
             return
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        found = None
-        if scheme.lower() == "bearer":
-            found = next(
-                (
-                    p
-                    for p in principals
-                    if p.token and hmac.compare_digest(p.token, credential.strip())
-                ),
-                None,
-            )
-        elif scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(credential).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user = password = ""
-            found = next(
-                (
-                    p
-                    for p in principals
-                    if p.password and p.name == user and hmac.compare_digest(p.password, password)
-                ),
-                None,
-            )
+        found = authenticate(self.settings.principals, request.headers.get("authorization", ""))
         if found is None:
             raise Unauthenticated(
                 "missing or unknown credentials: send 'Authorization: Bearer <token>'"
@@ -582,97 +544,3 @@ def start_http(
         settings.tls_key,
     )
     return server.start()
-
-
-# -- OpenAPI ---------------------------------------------------------------------------------
-_BINARY = {"type": "string", "format": "binary"}
-_MANIFEST = {"$ref": "#/components/schemas/Manifest"}
-_OBJECT = {"type": "object"}
-
-
-def _content(schema: dict[str, Any], *types: str) -> dict[str, Any]:
-    return {t: {"schema": schema} for t in types or ("application/json",)}
-
-
-def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> Any:
-    return {"name": name, "in": where, "required": required, "schema": schema}
-
-
-def _op(
-    summary: str,
-    ok: dict[str, Any],
-    errors: dict[int, str],
-    params: tuple[dict[str, Any], ...] = (),
-    body: dict[str, Any] | None = None,
-    auth: bool = True,
-) -> dict[str, Any]:
-    """One OpenAPI operation: 200 with ``ok`` content, the error statuses in the one shape."""
-    if auth:
-        errors = {**errors, 401: "Missing or unknown credentials", 403: "Role lacks 'write'"}
-    error = _content({"$ref": "#/components/schemas/Error"})
-    responses = {"200": {"description": "OK", "content": ok}}
-    responses |= {str(s): {"description": d, "content": error} for s, d in errors.items()}
-    op = {"summary": summary, "parameters": list(params), "responses": responses}
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": body}
-    return op
-
-
-_NAME = _param("name", "path", {"type": "string"}, required=True)
-_SQL_BODY = {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}}
-_UPLOAD = {"type": "object", "required": ["file"], "properties": {"file": _BINARY}}
-_INGEST_PARAMS = (
-    _param("name", "query", {"type": "string"}, required=True),
-    _param("mode", "query", {"enum": ["append", "overwrite", "create"], "default": "append"}),
-    _param("format", "query", {"enum": list(UPLOAD_FORMATS)}),
-)
-_MANIFEST_PROPS = {
-    **{k: {"type": "string"} for k in ("dataset_id", "name", "created_at", "updated_at")},
-    **{k: {"type": "integer"} for k in ("version", "row_count", "total_bytes")},
-    "schema_fingerprint": {"type": "string"},
-    "objects": {"type": "array", "items": {"type": "string"}},
-    "object_rows": {"type": "array", "items": {"type": "integer"}},
-    "object_bytes": {"type": "array", "items": {"type": "integer"}},
-    "columns": {"type": "array", "items": _OBJECT},
-    "schema": {"type": "string", "description": "The Arrow schema, IPC-serialised, base64"},
-    "dropped": {"type": "boolean"},
-}
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {"title": "flightlake HTTP shim", "version": "1"},
-    "paths": {
-        "/health": {"get": _op(
-            "Ready: the lake is loaded and Flight is serving", _content(_OBJECT),
-            {503: "Not ready yet (Retry-After: 5)"}, auth=False)},
-        "/v1/ingest": {"post": _op(
-            "Upload CSV, Parquet or Arrow IPC (multipart field 'file', or the raw body); "
-            "answers the dataset's manifest plus rows_written",
-            _content(_MANIFEST), {
-                400: "Bad name, mode, body or file", 409: "Schema conflict or mode=create",
-                413: "Body over max_upload_bytes", 503: "Ingest slots busy (Retry-After: 5)"},
-            _INGEST_PARAMS,
-            {**_content(_UPLOAD, "multipart/form-data"),
-             **_content(_BINARY, "text/csv", "application/vnd.apache.parquet", ARROW_STREAM)})},
-        "/v1/sql": {"post": _op(
-            "Run one SELECT; rows stream as JSON (default), Arrow IPC or CSV by Accept",
-            {**_content({"type": "array", "items": _OBJECT}),
-             **_content(_BINARY, ARROW_STREAM), **_content({"type": "string"}, "text/csv")},
-            {400: "Bad SQL or not one SELECT", 404: "Unknown dataset", 413: "Body over 1 MiB"},
-            (_param("Accept", "header", {"enum": list(MEDIA_TYPES.values())}),),
-            _content(_SQL_BODY))},
-        "/v1/datasets": {"get": _op(
-            "Every dataset's manifest", _content({"type": "array", "items": _MANIFEST}), {})},
-        "/v1/datasets/{name}": {
-            "get": _op("One dataset's manifest", _content(_MANIFEST),
-                       {404: "Unknown dataset"}, (_NAME,)),
-            "delete": _op("Drop a dataset: answers {dropped, version}", _content(_OBJECT),
-                          {404: "Unknown dataset"}, (_NAME,))},
-        "/openapi.json": {"get": _op("This document", _content(_OBJECT), {}, auth=False)},
-    },
-    "components": {"schemas": {
-        "Error": {"type": "object", "required": ["error", "status"], "properties": {
-            "error": {"type": "string"}, "status": {"type": "integer"}}},
-        "Manifest": {"type": "object", "properties": _MANIFEST_PROPS},
-    }},
-}  # fmt: skip

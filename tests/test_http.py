@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flightlake.config import Principal, Settings
-from flightlake.http import OPENAPI, create_app
+from flightlake.http import OPENAPI, UPLOAD_FORMATS, create_app
 from flightlake.lake import Lake
 from scripts.gen_workers import il_role_counts, write_workers_csv
 from tests.helpers import free_port, wait_until
@@ -188,6 +188,8 @@ def test_openapi_describes_every_endpoint(http: RunningHttp, local: Settings) ->
     app = create_app(http.lake, local)
     routed = {(r.path, m) for r in app.routes for m in r.methods - {"HEAD"}}  # type: ignore[attr-defined]
     assert described == routed
+    ingest_params = {p["name"]: p for p in document["paths"]["/v1/ingest"]["post"]["parameters"]}
+    assert tuple(ingest_params["format"]["schema"]["enum"]) == UPLOAD_FORMATS
     for path, ops in document["paths"].items():
         for op in ops.values():
             assert "200" in op["responses"], path
