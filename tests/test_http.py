@@ -642,6 +642,15 @@ def documented_curl_lines() -> list[str]:
     return commands
 
 
+def test_docs_links_resolve() -> None:
+    doc = ROOT / "docs" / "http.md"
+    text = doc.read_text()
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    anchors = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+    for target, anchor in re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", text):
+        assert (doc.parent / target).exists() if target else anchor in anchors, target or anchor
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl binary")
 def test_serve_subprocess_answers_every_documented_curl_line(tmp_path: Path) -> None:
     write_workers_csv(tmp_path / "workers.csv", 2_000)
