@@ -490,9 +490,13 @@ class HttpServer:
         self, app: Starlette, host: str, port: int, tls_cert: str = "", tls_key: str = ""
     ) -> None:
         self.host = host
-        self._socket = socket.create_server(
-            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
-        )
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            self._socket = socket.create_server((host, port), family=family)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"HTTP cannot listen on {host}:{port}: {exc.strerror}"
+            ) from exc
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app,

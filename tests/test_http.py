@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flightlake.config import Principal, Settings
-from flightlake.http import OPENAPI, UPLOAD_FORMATS, create_app
+from flightlake.http import OPENAPI, UPLOAD_FORMATS, create_app, start_http
 from flightlake.lake import Lake
 from scripts.gen_workers import il_role_counts, write_workers_csv
 from tests.helpers import free_port, wait_until
@@ -143,6 +143,11 @@ def test_health_is_503_with_retry_after_until_ready(local: Settings) -> None:
             assert running.client.get("/health").status_code == 200
     finally:
         lake.close()
+
+
+def test_a_busy_http_port_fails_with_a_clear_error(http: RunningHttp, local: Settings) -> None:
+    with pytest.raises(OSError, match=f"HTTP cannot listen on 127.0.0.1:{http.server.port}"):
+        start_http(http.lake, local.replace(host="127.0.0.1"), port=http.server.port)
 
 
 def test_error_body_shape_is_pinned(http: RunningHttp) -> None:
