@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flightlake.catalog import DATA_PREFIX, NewObjects
-from flightlake.errors import Conflict, FlightlakeError, InvalidInput
+from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
 from flightlake.storage import Storage, new_object_id
 
 log = logging.getLogger("flightlake.ingest")
@@ -83,7 +83,19 @@ class ParquetSink:
         if self._group.rows >= ROW_GROUP_ROWS or self._group.nbytes >= ROW_GROUP_BYTES:
             self._flush()
 
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """Object-store failures while writing become StorageError (→ UNAVAILABLE / 503)."""
+        try:
+            yield
+        except OSError as exc:
+            raise StorageError(f"object store error while writing Parquet: {exc}") from exc
+
     def _flush(self) -> None:
+        with self._io():
+            self._write_group()
+
+    def _write_group(self) -> None:
         if not self._group.batches:
             return
         if self._writer is None:
@@ -96,7 +108,7 @@ class ParquetSink:
         if self._file_rows >= FILE_ROWS:
             self._finish_file()
 
-    def _open(self) -> None:
+    def _open(self) -> None:  # called inside _io()
         key = f"{self._prefix}-{len(self._keys):05d}.parquet"
         self._keys.append(key)
         self._stream = self.storage.open_output(key)
@@ -115,11 +127,12 @@ class ParquetSink:
         self._stream = None
 
     def close(self) -> NewObjects:
-        self._flush()
-        if self._writer is None and not self._keys:
-            self._open()  # an empty dataset still gets one (empty) object carrying its schema
-        if self._writer is not None:
-            self._finish_file()
+        with self._io():
+            self._write_group()
+            if self._writer is None and not self._keys:
+                self._open()  # an empty dataset still gets one (empty) object with its schema
+            if self._writer is not None:
+                self._finish_file()
         return NewObjects(self.schema, tuple(self._keys), tuple(self._rows), tuple(self._sizes))
 
     def abort(self) -> None:

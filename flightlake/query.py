@@ -241,7 +241,9 @@ def _guarded(
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
-            except (pa.ArrowException, duckdb.Error) as exc:
+            except (pa.ArrowException, duckdb.Error, OSError) as exc:
+                # DuckDB errors raised after the first chunk surface through Arrow's C stream
+                # as plain OSError; they are still query errors.
                 raise _translate(exc, timeout) from exc
             yield batch
     finally:

@@ -15,6 +15,35 @@ from flightlake.flight.server import FlightServer
 from flightlake.lake import Lake
 
 
+# A client process that starts a do_put, sends some batches, then waits to be killed.
+HALF_PUT_CLIENT = """
+import sys, time, pyarrow as pa, pyarrow.flight as flight
+client = flight.FlightClient(sys.argv[1])
+table = pa.table({"id": pa.array(range(200_000), pa.int64()), "text": ["x" * 40] * 200_000})
+writer, _ = client.do_put(flight.FlightDescriptor.for_path(sys.argv[2]), table.schema)
+writer.write_table(table, max_chunksize=50_000)
+print("sent", flush=True)
+time.sleep(600)
+"""
+
+
+def kill_client_mid_put(location: str, name: str) -> None:
+    """Run HALF_PUT_CLIENT in a subprocess and SIGKILL it once it has sent its batches."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HALF_PUT_CLIENT, location, name],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "sent"
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
 def make_settings(storage_url: str, s3_server: Any = None, **overrides: Any) -> Settings:
     """Settings for a test lake at ``storage_url`` (an ``s3://`` URL needs ``s3_server``)."""
     values: dict[str, Any] = {"storage": storage_url, "flight_port": 0, "http_port": 0,
@@ -53,6 +82,10 @@ def flight_server(settings: Settings, **server_kwargs: Any) -> Iterator[Running]
         yield Running(lake, server, client)
     finally:
         client.close()
-        server.shutdown()
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(timeout=30)
         thread.join(timeout=10)
         lake.close()
+        if stopper.is_alive():
+            raise AssertionError("Flight server did not shut down in 30 s: a call is stuck")

@@ -329,3 +329,11 @@ def test_query_timeout_cancels(storage_url: str, request: pytest.FixtureRequest)
         assert rows(lake, "SELECT 1 AS x") == [{"x": 1}]
     finally:
         lake.close()
+
+
+def test_runtime_error_after_first_batch_is_a_query_error(lake: Lake) -> None:
+    """Regression: errors DuckDB raises mid-stream arrive as OSError and were not translated."""
+    sql = ("SELECT CASE WHEN range < 140000 THEN range ELSE error('boom') END AS x "
+           "FROM range(3000000)")
+    with pytest.raises(QueryError, match="boom"):
+        lake.query(sql).read_all()

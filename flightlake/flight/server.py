@@ -181,11 +181,12 @@ class FlightServer(flight.FlightServerBase):
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
         if command.format == "csv":
-            result = self.lake.ingest_csv(command.dataset, _csv_chunks(reader, counter),
-                                          command.mode)
+            result = self.lake.ingest_csv(command.dataset,
+                                          _csv_chunks(reader, counter, context), command.mode)
         else:
             result = self.lake.ingest_arrow(command.dataset, reader.schema,
-                                            _arrow_batches(reader, counter), command.mode)
+                                            _arrow_batches(reader, counter, context),
+                                            command.mode)
         writer.write(pa.py_buffer(json.dumps(result.to_json()).encode()))
         _log("do_put", start, dataset=command.dataset, format=command.format,
              mode=command.mode, rows=result.rows_written, bytes=counter["bytes"],
@@ -221,12 +222,16 @@ class FlightServer(flight.FlightServerBase):
 
 
 def _arrow_batches(
-    reader: flight.MetadataRecordBatchReader, counter: dict[str, int]
+    reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
 ) -> Iterator[pa.RecordBatch]:
+    """The batches of a do_put stream. A stream that ends because the client went away
+    (cancelled call) raises instead of ending, so a cut upload is never committed."""
     while True:
         try:
             chunk = reader.read_chunk()
         except StopIteration:
+            if context is not None and context.is_cancelled():
+                raise InvalidInput("upload cancelled by the client; nothing committed") from None
             return
         except pa.ArrowInvalid as exc:
             raise InvalidInput(f"bad Arrow stream: {exc}") from exc
@@ -236,7 +241,7 @@ def _arrow_batches(
 
 
 def _csv_chunks(
-    reader: flight.MetadataRecordBatchReader, counter: dict[str, int]
+    reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
 ) -> Iterator[bytes]:
     schema = reader.schema
     if len(schema) != 1 or not (pa.types.is_binary(schema[0].type)
@@ -244,7 +249,7 @@ def _csv_chunks(
         raise InvalidInput(
             f"CSV do_put needs one binary column 'data' holding the file's bytes, got {schema}"
         )
-    for batch in _arrow_batches(reader, {"bytes": 0}):
+    for batch in _arrow_batches(reader, {"bytes": 0}, context):
         for value in batch.column(0):
             if value.is_valid:
                 buf = value.as_buffer()
