@@ -14,6 +14,7 @@ again: the result equals what inspecting the whole file would give.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -33,7 +35,8 @@ from flightlake.storage import Storage, new_object_id
 log = logging.getLogger("flightlake.ingest")
 
 SAMPLE_BYTES = 4 << 20  # the first block: what types are inferred from
-BLOCK_BYTES = 8 << 20  # CSV read block
+BLOCK_BYTES = 1 << 20  # CSV read block (pyarrow reads ahead a few dozen blocks)
+SEGMENT_BYTES = 32 << 20  # one pyarrow CSV reader per segment of the file (bounds read-ahead)
 ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group (DuckDB scans row groups in parallel)
 ROW_GROUP_BYTES = 64 << 20  # ...or this many bytes of Arrow data, whichever comes first
 FILE_ROWS = 4 * 1024 * 1024  # a new Parquet object after this many rows
@@ -230,10 +233,12 @@ class _RowError:
 
     def __init__(self) -> None:
         self.message = ""
+        self.line_offset = 0
 
     def __call__(self, row: pacsv.InvalidRow) -> str:
         if not self.message:
-            where = f"line {row.number}" if row.number is not None else "a row"
+            number = row.number + self.line_offset if row.number is not None else None
+            where = f"line {number}" if number is not None else "a row"
             self.message = (f"{where} has {row.actual_columns} fields, the header has "
                             f"{row.expected_columns}: {row.text[:120]!r}")
         return "error"
@@ -304,23 +309,33 @@ def _leading_zeros(path: Path, columns: list[str]) -> set[str]:
 
 
 def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Stream the CSV at ``path`` as batches typed by ``schema`` (raises pyarrow errors)."""
+    """Stream the CSV at ``path`` as batches typed by ``schema``.
+
+    The file is read in segments of about SEGMENT_BYTES, each cut at a record boundary and
+    read by its own pyarrow reader: pyarrow's streaming CSV reader reads ahead without a byte
+    bound when its consumer (the Parquet encoder) is slower, so one reader over a large file
+    can buffer most of it. A segment bounds that read-ahead.
+    """
     handler = _RowError()
-    read = pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True)
     convert = pacsv.ConvertOptions(
         column_types={f.name: f.type for f in schema},
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
     )
     try:
-        with pacsv.open_csv(path, read_options=read, parse_options=_parse_options(handler),
-                            convert_options=convert) as reader:
-            if reader.schema.names != schema.names:
-                from flightlake.catalog import schema_difference
+        for index, (start, end, first_line) in enumerate(csv_segments(path)):
+            handler.line_offset = first_line - 1
+            read = pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True,
+                                     column_names=None if index == 0 else schema.names)
+            with pacsv.open_csv(_RangeFile(path, start, end), read_options=read,
+                                parse_options=_parse_options(handler),
+                                convert_options=convert) as reader:
+                if index == 0 and reader.schema.names != schema.names:
+                    from flightlake.catalog import schema_difference
 
-                raise Conflict("CSV header does not match the dataset: "
-                               f"{schema_difference(schema, reader.schema)}")
-            yield from reader
+                    raise Conflict("CSV header does not match the dataset: "
+                                   f"{schema_difference(schema, reader.schema)}")
+                yield from reader
     except _Widen:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -328,6 +343,75 @@ def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         if widen is not None:
             raise widen from exc
         raise _csv_error(exc, handler) from exc
+
+
+def csv_segments(path: Path, target: int = 0) -> list[tuple[int, int, int]]:
+    """Split a CSV file into (start, end, first line number) ranges of about ``target``
+    bytes, each ending at a record boundary: a newline outside quotes. Quotes are escaped by
+    doubling in CSV, so a newline ends a record exactly when the number of quote characters
+    before it is even."""
+    target = target or SEGMENT_BYTES
+    size = path.stat().st_size
+    segments: list[tuple[int, int, int]] = []
+    start, line, quotes = 0, 1, 0
+    with path.open("rb") as fh:
+        while start < size:
+            fh.seek(start)
+            chunk = fh.read(target)
+            end = start + len(chunk)
+            quotes = chunk.count(b'"')
+            lines = chunk.count(b"\n")
+            # extend to the next newline that is outside quotes
+            while end < size:
+                more = fh.read(1 << 16)
+                if not more:
+                    break
+                pos = -1
+                for nl in _newlines(more):
+                    if (quotes + more.count(b'"', 0, nl)) % 2 == 0:
+                        pos = nl
+                        break
+                if pos >= 0:
+                    quotes += more.count(b'"', 0, pos)
+                    lines += more.count(b"\n", 0, pos + 1)
+                    end += pos + 1
+                    break
+                quotes += more.count(b'"')
+                lines += more.count(b"\n")
+                end += len(more)
+            segments.append((start, end, line))
+            start, line = end, line + lines
+    return segments or [(0, 0, 1)]
+
+
+def _newlines(data: bytes) -> Iterator[int]:
+    pos = data.find(b"\n")
+    while pos >= 0:
+        yield pos
+        pos = data.find(b"\n", pos + 1)
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only file over bytes [start, end) of a local file."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        super().__init__()
+        self._fh = path.open("rb")
+        self._fh.seek(start)
+        self._left = end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self._left]
+        n = self._fh.readinto(view)
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
 
 
 class _Widen(Exception):

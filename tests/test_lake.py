@@ -337,3 +337,43 @@ def test_runtime_error_after_first_batch_is_a_query_error(lake: Lake) -> None:
            "FROM range(3000000)")
     with pytest.raises(QueryError, match="boom"):
         lake.query(sql).read_all()
+
+
+def test_csv_segments_cut_only_outside_quotes(tmp_path) -> None:
+    from flightlake.ingest import csv_segments
+
+    body = 'id,text\n' + "".join(f'{i},"a\nb ""{i}"" c"\n' for i in range(2000))
+    path = tmp_path / "q.csv"
+    path.write_bytes(body.encode())
+    segments = csv_segments(path, target=1000)
+    assert len(segments) > 10
+    raw = path.read_bytes()
+    assert segments[0][0] == 0
+    assert segments[-1][1] == len(raw)
+    for (_, end, _), (start, _, line) in zip(segments, segments[1:], strict=False):
+        assert end == start
+        assert raw[:start].count(b'"') % 2 == 0  # every cut is outside quotes
+        assert raw[start - 1 : start] == b"\n"
+        assert line == raw[:start].count(b"\n") + 1
+
+
+def test_large_csv_with_quoted_newlines_across_segments(lake: Lake, monkeypatch) -> None:
+    import flightlake.ingest as ingest
+
+    monkeypatch.setattr(ingest, "SEGMENT_BYTES", 4096)
+    body = 'id,text\n' + "".join(f'{i},"x\ny,{i}"\n' for i in range(5000))
+    lake.ingest_csv("seg", [body.encode()])
+    assert rows(lake, "SELECT count(*) AS n, count(DISTINCT text) AS d FROM seg") == [
+        {"n": 5000, "d": 5000}]
+    assert rows(lake, "SELECT text FROM seg WHERE id = 4321") == [{"text": "x\ny,4321"}]
+
+
+def test_ragged_row_far_into_the_file_names_its_line(lake: Lake, monkeypatch) -> None:
+    import flightlake.ingest as ingest
+
+    monkeypatch.setattr(ingest, "SEGMENT_BYTES", 4096)
+    lines = ["a,b"] + [f"{i},{i}" for i in range(3000)]
+    lines[2500] = "1,2,3"
+    with pytest.raises(InvalidInput, match="line 2501 has 3 fields"):
+        lake.ingest_csv("ragged", ["\n".join(lines).encode() + b"\n"])
+    assert data_keys(lake) == set()
