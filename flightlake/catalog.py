@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import threading
-
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -302,8 +301,11 @@ class Catalog:
 
     def _check_case_collision(self, name: str) -> None:
         with self._guard:
-            others = [n for n, m in self._heads.items()
-                      if not m.dropped and n != name and n.lower() == name.lower()]
+            others = [
+                n
+                for n, m in self._heads.items()
+                if not m.dropped and n != name and n.lower() == name.lower()
+            ]
         if others:
             raise Conflict(f"dataset {name!r} differs only in case from existing {others[0]!r}")
 
@@ -344,7 +346,6 @@ def new_manifest(
 
 
 def tombstone(head: Manifest) -> Manifest:
-    return replace(head, objects=(), object_rows=(), object_bytes=(), row_count=0,
-                   total_bytes=0, dropped=True)
-
-
+    return replace(
+        head, objects=(), object_rows=(), object_bytes=(), row_count=0, total_bytes=0, dropped=True
+    )

@@ -45,8 +45,14 @@ def cli_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (FlightlakeError, flight.FlightError, pa.ArrowException, OSError, ValueError,
-                KeyError) as exc:
+        except (
+            FlightlakeError,
+            flight.FlightError,
+            pa.ArrowException,
+            OSError,
+            ValueError,
+            KeyError,
+        ) as exc:
             if click.get_current_context().find_root().params.get("verbose"):
                 raise
             click.echo(f"error: {clean_message(exc)}", err=True)
@@ -64,8 +70,12 @@ def main(verbose: bool) -> None:
 
 # -- serve ---------------------------------------------------------------------------------
 @main.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML config file (default: conf/flightlake.toml when present).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (default: conf/flightlake.toml when present).",
+)
 @click.option("--storage", help="Local folder or s3://BUCKET[/PREFIX].")
 @click.option("--s3-endpoint", help="S3 endpoint URL, e.g. http://127.0.0.1:9000.")
 @click.option("--host", help="Bind address (default 127.0.0.1).")
@@ -76,8 +86,8 @@ def main(verbose: bool) -> None:
 @cli_errors
 def serve(config_file: str | None, **flags: Any) -> None:
     """Run the Flight (and HTTP) server until interrupted."""
-    from flightlake.config import load_settings
     from flightlake.app import run
+    from flightlake.config import load_settings
 
     settings = load_settings(config_file, flags)
     verbose = bool(click.get_current_context().find_root().params.get("verbose"))
@@ -87,8 +97,10 @@ def serve(config_file: str | None, **flags: Any) -> None:
 # -- client commands -----------------------------------------------------------------------
 def server_option(func: F) -> F:
     return click.option(
-        "--server", default=lambda: os.environ.get("FLIGHTLAKE_SERVER", DEFAULT_SERVER),
-        show_default=DEFAULT_SERVER, help="Flight server location (env FLIGHTLAKE_SERVER).",
+        "--server",
+        default=lambda: os.environ.get("FLIGHTLAKE_SERVER", DEFAULT_SERVER),
+        show_default=DEFAULT_SERVER,
+        help="Flight server location (env FLIGHTLAKE_SERVER).",
     )(func)
 
 
@@ -111,10 +123,18 @@ def _file_format(path: Path, fmt: str | None) -> str:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Dataset name.")
-@click.option("--mode", type=click.Choice(["append", "overwrite", "create"]), default="append",
-              show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "arrow"]),
-              help="Input format (default: from the file extension, else csv).")
+@click.option(
+    "--mode",
+    type=click.Choice(["append", "overwrite", "create"]),
+    default="append",
+    show_default=True,
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "arrow"]),
+    help="Input format (default: from the file extension, else csv).",
+)
 @server_option
 @cli_errors
 def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> None:
@@ -126,8 +146,9 @@ def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> No
     client = connect(server)
     command = {"ingest": name, "format": "csv" if fmt == "csv" else "arrow", "mode": mode}
     descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
-    with tqdm(total=size, unit="B", unit_scale=True, desc=name,
-              disable=not sys.stderr.isatty()) as bar:
+    with tqdm(
+        total=size, unit="B", unit_scale=True, desc=name, disable=not sys.stderr.isatty()
+    ) as bar:
         if fmt == "csv":
             schema = pa.schema([("data", pa.binary())])
             writer, meta = client.do_put(descriptor, schema)
@@ -147,8 +168,10 @@ def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> No
                 writer.done_writing()
                 answer = meta.read()
     result = json.loads(answer.to_pybytes()) if answer is not None else {}
-    click.echo(f"{result.get('dataset', name)}: {result.get('rows_written', '?')} rows written "
-               f"(version {result.get('version', '?')})")
+    click.echo(
+        f"{result.get('dataset', name)}: {result.get('rows_written', '?')} rows written "
+        f"(version {result.get('version', '?')})"
+    )
 
 
 def _csv_batches(path: Path, progress: Callable[[int], Any]) -> Iterator[pa.RecordBatch]:
@@ -171,8 +194,9 @@ def _arrow_source(path: Path, fmt: str) -> pa.RecordBatchReader:
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(path)
-        return pa.RecordBatchReader.from_batches(pf.schema_arrow,
-                                                 pf.iter_batches(batch_size=65_536))
+        return pa.RecordBatchReader.from_batches(
+            pf.schema_arrow, pf.iter_batches(batch_size=65_536)
+        )
     source = pa.memory_map(str(path))
     try:
         return pa.ipc.open_stream(source)
@@ -192,8 +216,13 @@ def _row_estimate(path: Path, fmt: str) -> int:
 
 @main.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
 @server_option
 @cli_errors
 def sql(query: str, fmt: str, server: str) -> None:
@@ -223,13 +252,15 @@ def _print_stream(reader: pa.RecordBatchReader, fmt: str) -> None:
 
 def _render_table(table: pa.Table, limit: int = 1000) -> str:
     names = table.column_names
-    rows = [["" if v is None else str(v) for v in r.values()]
-            for r in table.slice(0, limit).to_pylist()]
+    rows = [
+        ["" if v is None else str(v) for v in r.values()] for r in table.slice(0, limit).to_pylist()
+    ]
     widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
     line = "  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))
     sep = "  ".join("-" * w for w in widths)
     body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-    tail = [f"({table.num_rows} rows{', first ' + str(limit) + ' shown' if table.num_rows > limit else ''})"]
+    shown = f", first {limit} shown" if table.num_rows > limit else ""
+    tail = [f"({table.num_rows} rows{shown})"]
     return "\n".join([line, sep, *body, *tail])
 
 
@@ -244,13 +275,15 @@ def datasets(as_json: bool, server: str) -> None:
     if as_json:
         click.echo(json.dumps(manifests, indent=2))
         return
-    table = pa.table({
-        "name": [m["name"] for m in manifests],
-        "rows": [m["row_count"] for m in manifests],
-        "bytes": [m["total_bytes"] for m in manifests],
-        "version": [m["version"] for m in manifests],
-        "updated_at": [m["updated_at"] for m in manifests],
-    })
+    table = pa.table(
+        {
+            "name": [m["name"] for m in manifests],
+            "rows": [m["row_count"] for m in manifests],
+            "bytes": [m["total_bytes"] for m in manifests],
+            "version": [m["version"] for m in manifests],
+            "updated_at": [m["updated_at"] for m in manifests],
+        }
+    )
     click.echo(_render_table(table))
 
 

@@ -36,17 +36,29 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("storage", str, "./flightlake-data",
-            "Storage root: a local folder, or s3://BUCKET[/PREFIX] for S3 / MinIO."),
-    Setting("s3_endpoint", str, "",
-            "S3 endpoint URL, e.g. http://127.0.0.1:9000 for a local MinIO; empty means AWS."),
+    Setting(
+        "storage",
+        str,
+        "./flightlake-data",
+        "Storage root: a local folder, or s3://BUCKET[/PREFIX] for S3 / MinIO.",
+    ),
+    Setting(
+        "s3_endpoint",
+        str,
+        "",
+        "S3 endpoint URL, e.g. http://127.0.0.1:9000 for a local MinIO; empty means AWS.",
+    ),
     Setting("s3_region", str, "us-east-1", "S3 region."),
     Setting("host", str, "127.0.0.1", "Address both servers bind to."),
     Setting("flight_port", int, 8815, "Arrow Flight (and Flight SQL) port."),
     Setting("http_port", int, 3110, "HTTP /v1 shim port; 0 disables the HTTP server."),
     Setting("max_upload_bytes", int, 256 * 1024 * 1024, "Per-request HTTP upload cap in bytes."),
-    Setting("max_concurrent_ingests", int, 4,
-            "Ingests running at once; more are refused at once (UNAVAILABLE / 503)."),
+    Setting(
+        "max_concurrent_ingests",
+        int,
+        4,
+        "Ingests running at once; more are refused at once (UNAVAILABLE / 503).",
+    ),
     Setting("max_list", int, 10_000, "Most datasets one listing returns."),
     Setting("tls_cert", str, "", "PEM certificate file; with tls_key, serves TLS on both ports."),
     Setting("tls_key", str, "", "PEM private key file for tls_cert."),
@@ -54,11 +66,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("query_memory_limit", str, "2GB", "DuckDB memory limit for queries."),
     Setting("query_threads", int, 0, "DuckDB worker threads; 0 means one per core."),
     Setting("query_timeout", float, 300.0, "Seconds a query may run before it is cancelled."),
-    Setting("spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."),
-    Setting("gc_grace_seconds", float, 3600.0,
-            "Unreferenced objects younger than this are never swept (protects live ingests)."),
-    Setting("gc_interval_seconds", float, 900.0,
-            "Seconds between background sweeps of unreferenced objects (0: only at start)."),
+    Setting(
+        "spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."
+    ),
+    Setting(
+        "gc_grace_seconds",
+        float,
+        3600.0,
+        "Unreferenced objects younger than this are never swept (protects live ingests).",
+    ),
+    Setting(
+        "gc_interval_seconds",
+        float,
+        900.0,
+        "Seconds between background sweeps of unreferenced objects (0: only at start).",
+    ),
     Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -141,7 +163,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"config file {path} is not valid TOML: {exc}") from exc
 
 
-def _load_secrets(path: Path | None, env: Mapping[str, str]) -> tuple[Credentials, tuple[Principal, ...]]:
+def _load_secrets(
+    path: Path | None, env: Mapping[str, str]
+) -> tuple[Credentials, tuple[Principal, ...]]:
     data: dict[str, Any] = {}
     if path is not None and path.exists():
         data = _read_toml(path)
@@ -153,11 +177,13 @@ def _load_secrets(path: Path | None, env: Mapping[str, str]) -> tuple[Credential
     )
     principals: list[Principal] = []
     for entry in data.get("tokens", []):
-        principals.append(Principal(entry.get("name", "token"), _role(entry, path),
-                                    token=str(entry["token"])))
+        principals.append(
+            Principal(entry.get("name", "token"), _role(entry, path), token=str(entry["token"]))
+        )
     for entry in data.get("users", []):
-        principals.append(Principal(str(entry["username"]), _role(entry, path),
-                                    password=str(entry["password"])))
+        principals.append(
+            Principal(str(entry["username"]), _role(entry, path), password=str(entry["password"]))
+        )
     return creds, tuple(principals)
 
 
@@ -202,8 +228,11 @@ def load_settings(
         if value is not None:
             values[key] = _coerce(_BY_NAME[key], value, f"--{key.replace('_', '-')}")
 
-    secrets_path = Path(env["FLIGHTLAKE_SECRETS_FILE"]) if env.get("FLIGHTLAKE_SECRETS_FILE") \
+    secrets_path = (
+        Path(env["FLIGHTLAKE_SECRETS_FILE"])
+        if env.get("FLIGHTLAKE_SECRETS_FILE")
         else DEFAULT_SECRETS_FILE
+    )
     if env.get("FLIGHTLAKE_SECRETS_FILE") and not secrets_path.exists():
         raise InvalidInput(f"secrets file not found: {secrets_path}")
     creds, principals = _load_secrets(secrets_path, env)

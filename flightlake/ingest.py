@@ -44,7 +44,9 @@ COMPRESSION = "zstd"
 _WIDEN: dict[str, pa.DataType] = {"int64": pa.float64()}
 _CONVERSION_RE = re.compile(
     r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): "
-    r"invalid value '(.*)'", re.S)
+    r"invalid value '(.*)'",
+    re.S,
+)
 
 
 @dataclass
@@ -121,7 +123,8 @@ class ParquetSink:
         self._file_rows = 0
 
     def _finish_file(self) -> None:
-        assert self._writer is not None and self._stream is not None
+        assert self._writer is not None
+        assert self._stream is not None
         self._writer.close()
         self._stream.close()
         self._rows.append(self._file_rows)
@@ -185,8 +188,7 @@ def write_arrow(
     if target is not None and not _same_columns(target, stored):
         from flightlake.catalog import schema_difference
 
-        raise Conflict(f"schema conflict for dataset {name!r}: "
-                       f"{schema_difference(target, stored)}")
+        raise Conflict(f"schema conflict for dataset {name!r}: {schema_difference(target, stored)}")
     sink = ParquetSink(storage, name, target if target is not None else stored)
     try:
         for batch in batches:
@@ -239,8 +241,10 @@ class _RowError:
         if not self.message:
             number = row.number + self.line_offset if row.number is not None else None
             where = f"line {number}" if number is not None else "a row"
-            self.message = (f"{where} has {row.actual_columns} fields, the header has "
-                            f"{row.expected_columns}: {row.text[:120]!r}")
+            self.message = (
+                f"{where} has {row.actual_columns} fields, the header has "
+                f"{row.expected_columns}: {row.text[:120]!r}"
+            )
         return "error"
 
 
@@ -277,8 +281,9 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
     for f in inferred:
         kind = f.type
         if pa.types.is_binary(kind):
-            raise InvalidInput(f"CSV is not valid UTF-8 text: column {f.name!r} has "
-                               "bytes that are not UTF-8")
+            raise InvalidInput(
+                f"CSV is not valid UTF-8 text: column {f.name!r} has bytes that are not UTF-8"
+            )
         if pa.types.is_null(kind):
             log.info("CSV column %r: no values in the sample; reading it as string", f.name)
             kind = pa.string()
@@ -292,10 +297,12 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
 def _leading_zeros(path: Path, columns: list[str]) -> set[str]:
     """The integer columns whose sampled text has values like '007' (codes, not numbers)."""
     read = pacsv.ReadOptions(block_size=SAMPLE_BYTES, use_threads=False)
-    convert = pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()),
-                                   include_columns=columns)
-    with pacsv.open_csv(path, read_options=read, parse_options=_parse_options(_RowError()),
-                        convert_options=convert) as reader:
+    convert = pacsv.ConvertOptions(
+        column_types=dict.fromkeys(columns, pa.string()), include_columns=columns
+    )
+    with pacsv.open_csv(
+        path, read_options=read, parse_options=_parse_options(_RowError()), convert_options=convert
+    ) as reader:
         try:
             sample = reader.read_next_batch()
         except StopIteration:
@@ -325,16 +332,24 @@ def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     try:
         for index, (start, end, first_line) in enumerate(csv_segments(path)):
             handler.line_offset = first_line - 1
-            read = pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True,
-                                     column_names=None if index == 0 else schema.names)
-            with pacsv.open_csv(_RangeFile(path, start, end), read_options=read,
-                                parse_options=_parse_options(handler),
-                                convert_options=convert) as reader:
+            read = pacsv.ReadOptions(
+                block_size=BLOCK_BYTES,
+                use_threads=True,
+                column_names=None if index == 0 else schema.names,
+            )
+            with pacsv.open_csv(
+                _RangeFile(path, start, end),
+                read_options=read,
+                parse_options=_parse_options(handler),
+                convert_options=convert,
+            ) as reader:
                 if index == 0 and reader.schema.names != schema.names:
                     from flightlake.catalog import schema_difference
 
-                    raise Conflict("CSV header does not match the dataset: "
-                                   f"{schema_difference(schema, reader.schema)}")
+                    raise Conflict(
+                        "CSV header does not match the dataset: "
+                        f"{schema_difference(schema, reader.schema)}"
+                    )
                 yield from reader
     except _Widen:
         raise
@@ -467,10 +482,17 @@ def write_csv(
                     f"CSV column {widen.column!r}: value {widen.value!r}{widen.where} is not "
                     f"{widen.old_type} as dataset {name!r} requires"
                 ) from None
-            log.warning("CSV column %r: value %r%s contradicts sampled type %s; reading it as %s",
-                        widen.column, widen.value, widen.where, widen.old_type, widen.new_type)
-            schema = schema.set(schema.get_field_index(widen.column),
-                                pa.field(widen.column, widen.new_type))
+            log.warning(
+                "CSV column %r: value %r%s contradicts sampled type %s; reading it as %s",
+                widen.column,
+                widen.value,
+                widen.where,
+                widen.old_type,
+                widen.new_type,
+            )
+            schema = schema.set(
+                schema.get_field_index(widen.column), pa.field(widen.column, widen.new_type)
+            )
         except BaseException:
             sink.abort()
             raise

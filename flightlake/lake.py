@@ -49,8 +49,7 @@ class IngestResult:
     manifest: Manifest
 
     def to_json(self) -> dict[str, object]:
-        return {"dataset": self.dataset, "rows_written": self.rows_written,
-                "version": self.version}
+        return {"dataset": self.dataset, "rows_written": self.rows_written, "version": self.version}
 
 
 def check_mode(mode: str | None) -> str:
@@ -131,7 +130,10 @@ class Lake:
             return sum(self._active_ingests.values())
 
     def ingest_arrow(
-        self, name: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+        self,
+        name: str,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
         mode: str | None = "append",
     ) -> IngestResult:
         """Ingest an Arrow stream into dataset ``name``."""
@@ -189,16 +191,24 @@ class Lake:
             if mode == "create":
                 raise Conflict(f"dataset {name!r} already exists (mode=create)")
             if head.schema_fingerprint != schema_fingerprint(schema):
-                raise Conflict(f"schema conflict for dataset {name!r}: "
-                               f"{schema_difference(head.schema, schema)}")
+                raise Conflict(
+                    f"schema conflict for dataset {name!r}: "
+                    f"{schema_difference(head.schema, schema)}"
+                )
             old = zip(head.objects, head.object_rows, head.object_bytes, strict=True)
             added = zip(new.keys, new.rows, new.sizes, strict=True)
             # Empty objects only carry a schema: keep one only while the dataset is empty.
             files = [f for f in (*old, *added) if f[1] > 0] or [
                 *zip(head.objects, head.object_rows, head.object_bytes, strict=True)
             ]
-            return new_manifest(name, head, schema, tuple(f[0] for f in files),
-                                tuple(f[1] for f in files), tuple(f[2] for f in files))
+            return new_manifest(
+                name,
+                head,
+                schema,
+                tuple(f[0] for f in files),
+                tuple(f[1] for f in files),
+                tuple(f[2] for f in files),
+            )
 
         try:
             manifest = self.catalog.commit(name, build)
@@ -211,8 +221,9 @@ class Lake:
         if replaced:
             # Old objects of an overwritten version: in-flight queries may still read them,
             # so they are left to the gc sweep (after its grace period) rather than deleted.
-            log.info("dataset %s overwritten; %d old objects await gc",
-                     name, len(replaced[0].objects))
+            log.info(
+                "dataset %s overwritten; %d old objects await gc", name, len(replaced[0].objects)
+            )
         return IngestResult(name, new.row_count, manifest.version, manifest)
 
     def _delete_quietly(self, keys: Iterable[str]) -> None:
@@ -241,8 +252,11 @@ class Lake:
         self.refresh()
         referenced = self.catalog.referenced_keys()
         cutoff = time.time() - grace
-        doomed = [o.key for o in self.storage.list(DATA_PREFIX)
-                  if o.key not in referenced and o.mtime <= cutoff]
+        doomed = [
+            o.key
+            for o in self.storage.list(DATA_PREFIX)
+            if o.key not in referenced and o.mtime <= cutoff
+        ]
         self._delete_quietly(doomed)
         if doomed:
             log.info("gc removed %d unreferenced objects", len(doomed))
@@ -282,8 +296,12 @@ class Lake:
 
     def health(self) -> dict[str, object]:
         self.storage.check()
-        return {"status": "ok", "service": "flightlake", "datasets": len(self.catalog.list()),
-                "storage": self.storage.describe()}
+        return {
+            "status": "ok",
+            "service": "flightlake",
+            "datasets": len(self.catalog.list()),
+            "storage": self.storage.describe(),
+        }
 
     def close(self) -> None:
         self._closed.set()

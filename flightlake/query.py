@@ -38,8 +38,16 @@ _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}
 # would show endpoints, paths and configuration.
 _TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 # Scalar functions that reveal configuration or the environment.
-_DENIED_FUNCTIONS = frozenset({"current_setting", "getenv", "which_secret", "current_database",
-                               "current_catalog", "current_schemas"})
+_DENIED_FUNCTIONS = frozenset(
+    {
+        "current_setting",
+        "getenv",
+        "which_secret",
+        "current_database",
+        "current_catalog",
+        "current_schemas",
+    }
+)
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
 
 
@@ -48,7 +56,9 @@ def httpfs_extension_path() -> str:
     import duckdb_extension_httpfs
 
     base = os.path.dirname(duckdb_extension_httpfs.__file__)
-    found = glob.glob(os.path.join(base, "extensions", f"v{duckdb.__version__}", "httpfs.duckdb_extension"))
+    found = glob.glob(
+        os.path.join(base, "extensions", f"v{duckdb.__version__}", "httpfs.duckdb_extension")
+    )
     if not found:
         raise RuntimeError(
             f"httpfs for duckdb {duckdb.__version__} not found under {base}; "
@@ -96,10 +106,13 @@ class QueryEngine:
     def _setup_s3(self) -> None:
         self._con.execute(f"LOAD {_quote_literal(httpfs_extension_path())}")
         s3 = self.storage.duckdb_s3()
-        parts = ["TYPE s3", f"REGION {_quote_literal(s3['region'])}",
-                 f"URL_STYLE {_quote_literal(s3['url_style'])}",
-                 f"USE_SSL {s3['use_ssl']}",
-                 f"SCOPE {_quote_literal(self.storage.root_url)}"]
+        parts = [
+            "TYPE s3",
+            f"REGION {_quote_literal(s3['region'])}",
+            f"URL_STYLE {_quote_literal(s3['url_style'])}",
+            f"USE_SSL {s3['use_ssl']}",
+            f"SCOPE {_quote_literal(self.storage.root_url)}",
+        ]
         if s3["endpoint"]:
             parts.append(f"ENDPOINT {_quote_literal(s3['endpoint'])}")
         if s3["key_id"]:
@@ -113,8 +126,7 @@ class QueryEngine:
     def set_view(self, name: str, keys: tuple[str, ...]) -> None:
         """Point the view ``name`` at exactly these Parquet objects."""
         urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
-        sql = (f"CREATE OR REPLACE VIEW {quote_ident(name)} AS "
-               f"SELECT * FROM read_parquet([{urls}])")
+        sql = f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM read_parquet([{urls}])"
         with self._ddl:
             self._con.execute(sql)
 
@@ -135,9 +147,7 @@ class QueryEngine:
             raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
-            raise QueryError(
-                f"only SELECT queries are allowed here, got a {kind.name} statement"
-            )
+            raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
         self._audit(sql)
         return sql
 
@@ -158,14 +168,16 @@ class QueryEngine:
             if kind == "TABLE_FUNCTION":
                 name = str(node.get("function", {}).get("function_name", "")).lower()
                 if name not in _TABLE_FUNCTIONS:
-                    raise QueryError(f"not allowed: table function {name}(); "
-                                     "query the datasets by name")
+                    raise QueryError(
+                        f"not allowed: table function {name}(); query the datasets by name"
+                    )
             elif kind == "BASE_TABLE":
                 table = str(node.get("table_name", ""))
                 schema = str(node.get("schema_name", "")).lower()
                 if schema in _SYSTEM_SCHEMAS or any(c in table for c in "/:.\\"):
-                    raise QueryError(f"not allowed: {'.'.join(p for p in (schema, table) if p)}"
-                                     " is not a dataset")
+                    raise QueryError(
+                        f"not allowed: {'.'.join(p for p in (schema, table) if p)} is not a dataset"
+                    )
             elif node.get("class") == "FUNCTION":
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
@@ -232,7 +244,9 @@ def _walk(node: object) -> Iterator[dict[str, object]]:
 
 
 def _guarded(
-    reader: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, timer: threading.Timer,
+    reader: pa.RecordBatchReader,
+    cursor: duckdb.DuckDBPyConnection,
+    timer: threading.Timer,
     timeout: float,
 ) -> Iterator[pa.RecordBatch]:
     try:
@@ -257,8 +271,11 @@ def _guarded(
 def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
     text = str(exc)
     if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
-        return QueryError(f"query cancelled (timeout {timeout:.0f} s or client gone)"
-                          if timeout else "query cancelled")
+        return QueryError(
+            f"query cancelled (timeout {timeout:.0f} s or client gone)"
+            if timeout
+            else "query cancelled"
+        )
     if isinstance(exc, duckdb.IOException) and ("HTTP" in text or "connect" in text.lower()):
         return Unavailable(f"object store unreachable while querying: {text}")
     if isinstance(exc, duckdb.CatalogException) and "does not exist" in text:

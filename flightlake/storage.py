@@ -163,13 +163,22 @@ class Storage:
         return True
 
     def delete(self, keys: Iterable[str]) -> None:
-        """Delete objects; missing ones are ignored."""
+        """Delete objects; missing ones are ignored. S3 deletes in batches of 1000."""
+        keys = list(keys)
+        if self.is_s3:
+            for i in range(0, len(keys), 1000):
+                batch = [{"Key": self._s3_key(k)} for k in keys[i : i + 1000]]
+                with translate_errors(f"deleting {len(batch)} objects"):
+                    answer = self.boto.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                    )
+                errors = answer.get("Errors", [])
+                if errors:
+                    raise StorageError(f"could not delete {len(errors)} objects: {errors[0]}")
+            return
         for key in keys:
-            with translate_errors(f"deleting {key}"):
-                try:
-                    self.fs.delete_file(self.path(key))
-                except FileNotFoundError:
-                    pass
+            with translate_errors(f"deleting {key}"), contextlib.suppress(FileNotFoundError):
+                self.fs.delete_file(self.path(key))
 
     def size(self, key: str) -> int:
         with translate_errors(f"reading the size of {key}"):
@@ -182,8 +191,9 @@ class Storage:
         """Every object under ``prefix`` (a folder-like key), recursively."""
         base = f"{self._base}/{prefix.strip('/')}"
         with translate_errors(f"listing {prefix}"):
-            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True,
-                                                             allow_not_found=True))
+            infos = self.fs.get_file_info(
+                pafs.FileSelector(base, recursive=True, allow_not_found=True)
+            )
         cut = len(self._base) + 1
         for info in infos:
             if info.type != pafs.FileType.File:
@@ -197,9 +207,9 @@ class Storage:
     def check(self) -> None:
         """Raise StorageError unless the store answers (used by health checks)."""
         with translate_errors("checking the object store"):
-            info = self.fs.get_file_info(self._base if self.is_s3 else self._base)
-            if self.is_s3 and info.type == pafs.FileType.NotFound and not self.prefix:
-                raise StorageError(f"bucket {self.bucket!r} does not exist")
+            info = self.fs.get_file_info(self.bucket if self.is_s3 else self._base)
+            if info.type == pafs.FileType.NotFound:
+                raise StorageError(f"storage root {self.root_url} does not exist")
 
     # -- S3 details ----------------------------------------------------------------------
     def _s3_key(self, key: str) -> str:
@@ -270,7 +280,9 @@ def _boto_client(settings: Settings) -> Any:
         aws_secret_access_key=creds.secret_access_key or None,
         aws_session_token=creds.session_token or None,
         config=Config(
-            connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"max_attempts": 3, "mode": "standard"},
             s3={"addressing_style": "path" if settings.s3_endpoint else "auto"},
         ),
     )

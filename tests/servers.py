@@ -14,7 +14,6 @@ from flightlake.config import Credentials, Settings
 from flightlake.flight.server import FlightServer
 from flightlake.lake import Lake
 
-
 # A client process that starts a do_put, sends some batches, then waits to be killed.
 HALF_PUT_CLIENT = """
 import sys, time, pyarrow as pa, pyarrow.flight as flight
@@ -32,8 +31,9 @@ def kill_client_mid_put(location: str, name: str) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", HALF_PUT_CLIENT, location, name],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HALF_PUT_CLIENT, location, name], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "sent"
@@ -46,8 +46,12 @@ def kill_client_mid_put(location: str, name: str) -> None:
 
 def make_settings(storage_url: str, s3_server: Any = None, **overrides: Any) -> Settings:
     """Settings for a test lake at ``storage_url`` (an ``s3://`` URL needs ``s3_server``)."""
-    values: dict[str, Any] = {"storage": storage_url, "flight_port": 0, "http_port": 0,
-                              "gc_grace_seconds": 3600.0}
+    values: dict[str, Any] = {
+        "storage": storage_url,
+        "flight_port": 0,
+        "http_port": 0,
+        "gc_grace_seconds": 3600.0,
+    }
     if storage_url.startswith("s3://"):
         assert s3_server is not None, "an s3:// storage URL needs the s3_server fixture"
         values["s3_endpoint"] = s3_server.endpoint

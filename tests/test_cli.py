@@ -25,13 +25,14 @@ FLIGHTLAKE = [sys.executable, "-m", "flightlake"]
 def serve(env: dict[str, str], *args: str) -> Iterator[str]:
     """Run `flightlake serve` on free ports until the block ends; yield its Flight location."""
     port = free_port()
-    cmd = [*FLIGHTLAKE, "serve", "--flight-port", str(port), "--http-port", str(free_port()),
-           *args]
+    cmd = [*FLIGHTLAKE, "serve", "--flight-port", str(port), "--http-port", str(free_port()), *args]
     full_env = {**os.environ, **env}
-    proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     location = f"grpc://127.0.0.1:{port}"
     try:
+
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
@@ -56,8 +57,9 @@ def serve(env: dict[str, str], *args: str) -> Iterator[str]:
 
 
 def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*FLIGHTLAKE, *args], capture_output=True, text=True,
-                            timeout=timeout, check=False)
+    result = subprocess.run(
+        [*FLIGHTLAKE, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"flightlake {args} failed: {result.stderr}")
     return result
@@ -76,12 +78,17 @@ def test_cli_smoke_local(tmp_path: Path) -> None:
         out = cli("ingest", str(csv), "--name", "tiny", "--server", location).stdout
         assert "tiny: 3 rows written (version 1)" in out
         assert sql_json(location, "SELECT count(*) AS n FROM tiny") == [{"n": 3}]
-        table = cli("sql", "SELECT state, count(*) AS n FROM tiny GROUP BY state ORDER BY 1",
-                    "--server", location).stdout
+        table = cli(
+            "sql",
+            "SELECT state, count(*) AS n FROM tiny GROUP BY state ORDER BY 1",
+            "--server",
+            location,
+        ).stdout
         assert table.splitlines()[0].split() == ["state", "n"]
         assert "IL     2" in table
-        csv_out = cli("sql", "SELECT id FROM tiny ORDER BY id", "--format", "csv",
-                      "--server", location).stdout
+        csv_out = cli(
+            "sql", "SELECT id FROM tiny ORDER BY id", "--format", "csv", "--server", location
+        ).stdout
         assert csv_out.splitlines() == ['"id"', "1", "2", "3"]
         listing = cli("datasets", "--server", location).stdout
         assert "tiny" in listing
@@ -98,8 +105,7 @@ def test_cli_smoke_local(tmp_path: Path) -> None:
 
 
 def test_cli_unreachable_server_is_one_line() -> None:
-    result = cli("datasets", "--server", f"grpc://127.0.0.1:{free_port()}", check=False,
-                 timeout=60)
+    result = cli("datasets", "--server", f"grpc://127.0.0.1:{free_port()}", check=False, timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
@@ -111,7 +117,10 @@ def test_cli_ingests_parquet_and_arrow(tmp_path: Path) -> None:
 
     table = pa.table({"x": list(range(1000)), "y": ["a"] * 1000})
     pq.write_table(table, tmp_path / "t.parquet")
-    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+    with (
+        pa.OSFile(str(tmp_path / "t.arrow"), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as w,
+    ):
         w.write_table(table)
     with serve({"FLIGHTLAKE_STORAGE": str(tmp_path / "lake")}) as location:
         cli("ingest", str(tmp_path / "t.parquet"), "--name", "t", "--server", location)
@@ -125,14 +134,15 @@ def test_g0_gate_on_s3(s3_env: dict[str, str], workers_csv_500k: Path) -> None:
     """Ingest 500k workers rows with the CLI into a server on S3; count, group-by, restart,
     then an Arrow do_put append moves the count by exactly its rows."""
     expected = il_role_counts(workers_csv_500k)
-    group_by = ("SELECT role, count(*) AS n FROM workers_500k WHERE state='IL' "
-                "GROUP BY role ORDER BY role")
+    group_by = (
+        "SELECT role, count(*) AS n FROM workers_500k WHERE state='IL' GROUP BY role ORDER BY role"
+    )
     with serve(s3_env) as location:
-        out = cli("ingest", str(workers_csv_500k), "--name", "workers_500k",
-                  "--server", location).stdout
+        out = cli(
+            "ingest", str(workers_csv_500k), "--name", "workers_500k", "--server", location
+        ).stdout
         assert "500000 rows written" in out
-        assert sql_json(location, "SELECT count(*) FROM workers_500k") == [
-            {"count_star()": 500000}]
+        assert sql_json(location, "SELECT count(*) FROM workers_500k") == [{"count_star()": 500000}]
         got = {r["role"]: r["n"] for r in sql_json(location, group_by)}
         assert got == expected
     with serve(s3_env) as location:  # a fresh process sees the same catalog
@@ -142,13 +152,13 @@ def test_g0_gate_on_s3(s3_env: dict[str, str], workers_csv_500k: Path) -> None:
         info = client.get_flight_info(flight.FlightDescriptor.for_path("workers_500k"))
         assert info.total_records == 500000
         extra = client.do_get(flight.Ticket(b"SELECT * FROM workers_500k LIMIT 1234")).read_all()
-        writer, meta = client.do_put(flight.FlightDescriptor.for_path("workers_500k"),
-                                     extra.schema)
+        writer, meta = client.do_put(flight.FlightDescriptor.for_path("workers_500k"), extra.schema)
         with writer:
             writer.write_table(extra)
             writer.done_writing()
             answer = json.loads(meta.read().to_pybytes())
         assert answer["rows_written"] == 1234
         assert sql_json(location, "SELECT count(*) AS n FROM workers_500k") == [
-            {"n": 500000 + 1234}]
+            {"n": 500000 + 1234}
+        ]
         client.close()

@@ -24,7 +24,6 @@ from tests.helpers import free_port, wait_until
 from tests.servers import Running, flight_server, kill_client_mid_put, make_settings
 
 
-
 @pytest.fixture
 def proxy(s3_server) -> Iterator[TcpProxy]:
     parsed = urlparse(s3_server.endpoint)
@@ -40,13 +39,18 @@ def proxied(s3_server, s3_bucket: str, proxy: TcpProxy) -> Iterator[Running]:
 
 
 def big_table(n: int) -> pa.Table:
-    return pa.table({"id": pa.array(range(n), pa.int64()),
-                     "text": pa.array([f"row-{i:010d}-" + "x" * 40 for i in range(n)])})
+    return pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),
+            "text": pa.array([f"row-{i:010d}-" + "x" * 40 for i in range(n)]),
+        }
+    )
 
 
 def bucket_keys(s3_server, bucket: str, prefix: str = "lake/data/") -> set[str]:
-    pages = s3_server.client().get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix)
+    pages = (
+        s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    )
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
@@ -85,8 +89,9 @@ def test_store_down_mid_ingest_is_unavailable_and_recovers(
     assert proxied.client.list_flights() is not None
     proxy.restore()
     put(proxied.client, "d", big_table(10))
-    assert proxied.client.do_get(flight.Ticket(b"SELECT count(*) AS n FROM d")).read_all() \
-        .to_pylist() == [{"n": 1010}]
+    assert proxied.client.do_get(
+        flight.Ticket(b"SELECT count(*) AS n FROM d")
+    ).read_all().to_pylist() == [{"n": 1010}]
     # objects the failed ingest could not delete while the store was down are swept
     proxied.lake.gc(grace_seconds=0)
     referenced = {f"lake/{k}" for k in proxied.lake.dataset("d").objects}
@@ -103,8 +108,9 @@ def test_queries_fail_unavailable_while_store_is_down(proxied: Running, proxy: T
             proxied.client.do_get(flight.Ticket(b"SELECT sum(id) FROM q")).read_all()
     finally:
         proxy.restore()
-    assert proxied.client.do_get(flight.Ticket(b"SELECT count(*) AS n FROM q")).read_all() \
-        .to_pylist() == [{"n": 100}]
+    assert proxied.client.do_get(
+        flight.Ticket(b"SELECT count(*) AS n FROM q")
+    ).read_all().to_pylist() == [{"n": 100}]
 
 
 @pytest.mark.s3
@@ -128,27 +134,69 @@ def test_kill_9_mid_ingest_leaves_previous_version(tmp_path: Path) -> None:
         small.write_text("".join(fh.readline() for _ in range(101)))  # header + 100 rows
     port = free_port()
     env = {**os.environ, "FLIGHTLAKE_STORAGE": str(lake_dir), "FLIGHTLAKE_GC_GRACE_SECONDS": "0"}
-    cmd = [sys.executable, "-m", "flightlake", "serve", "--flight-port", str(port),
-           "--http-port", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flightlake",
+        "serve",
+        "--flight-port",
+        str(port),
+        "--http-port",
+        "0",
+    ]
     location = f"grpc://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        wait_until(lambda: bool(list(flight.FlightClient(location).do_action(
-            flight.Action("health", b"")))), timeout=60, what="server")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(
+            lambda: bool(
+                list(flight.FlightClient(location).do_action(flight.Action("health", b"")))
+            ),
+            timeout=60,
+            what="server",
+        )
         return proc
 
     server = start()
     try:
-        subprocess.run([sys.executable, "-m", "flightlake", "ingest", str(small), "--name", "w",
-                        "--server", location], check=True, capture_output=True, timeout=120)
-        ingest = subprocess.Popen([sys.executable, "-m", "flightlake", "ingest", str(big),
-                                   "--name", "w", "--server", location],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flightlake",
+                "ingest",
+                str(small),
+                "--name",
+                "w",
+                "--server",
+                location,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        ingest = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flightlake",
+                "ingest",
+                str(big),
+                "--name",
+                "w",
+                "--server",
+                location,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         data = lake_dir / "data" / "w"
-        wait_until(lambda: len(list(data.glob("*.parquet"))) >= 2, timeout=120, interval=0.02,
-                   what="the second Parquet object to appear")
+        wait_until(
+            lambda: len(list(data.glob("*.parquet"))) >= 2,
+            timeout=120,
+            interval=0.02,
+            what="the second Parquet object to appear",
+        )
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
         ingest.wait(timeout=60)
@@ -159,11 +207,13 @@ def test_kill_9_mid_ingest_leaves_previous_version(tmp_path: Path) -> None:
         client = flight.FlightClient(location)
         got = client.do_get(flight.Ticket(b"SELECT count(*) AS n FROM w")).read_all()
         assert got.to_pylist() == [{"n": 100}]
-        manifests = json.loads(next(client.do_action(flight.Action("list", b""))).body
-                               .to_pybytes())
+        manifests = json.loads(next(client.do_action(flight.Action("list", b""))).body.to_pybytes())
         referenced = {k for m in manifests for k in m["objects"]}
-        wait_until(lambda: {f"data/w/{p.name}" for p in data.glob("*.parquet")} == referenced,
-                   timeout=30, what="the start-up sweep to remove the orphans")
+        wait_until(
+            lambda: {f"data/w/{p.name}" for p in data.glob("*.parquet")} == referenced,
+            timeout=30,
+            what="the start-up sweep to remove the orphans",
+        )
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 
@@ -39,13 +40,16 @@ def csv(text: str) -> list[bytes]:
 
 
 def test_csv_ingest_infers_types_and_queries(lake: Lake) -> None:
-    result = lake.ingest_csv("people", csv("id,name,score,born,ok\n1,ann,1.5,2020-01-02,true\n"
-                                           "2,,2.5,2021-03-04,false\n"))
+    result = lake.ingest_csv(
+        "people", csv("id,name,score,born,ok\n1,ann,1.5,2020-01-02,true\n2,,2.5,2021-03-04,false\n")
+    )
     assert (result.rows_written, result.version) == (2, 1)
     schema = lake.dataset("people").schema
     assert [str(f.type) for f in schema] == ["int64", "string", "double", "date32[day]", "bool"]
     assert rows(lake, "SELECT id, name FROM people ORDER BY id") == [
-        {"id": 1, "name": "ann"}, {"id": 2, "name": None}]
+        {"id": 1, "name": "ann"},
+        {"id": 2, "name": None},
+    ]
 
 
 def test_late_contradicting_value_widens_without_losing_rows(lake: Lake) -> None:
@@ -56,7 +60,8 @@ def test_late_contradicting_value_widens_without_losing_rows(lake: Lake) -> None
     assert str(schema.field("n").type) == "string"
     assert str(schema.field("code").type) == "double"
     assert rows(lake, "SELECT count(*) AS c, max(code) AS m FROM late") == [
-        {"c": 300_001, "m": 299_999.0}]
+        {"c": 300_001, "m": 299_999.0}
+    ]
     assert rows(lake, "SELECT n FROM late WHERE n = 'x1'") == [{"n": "x1"}]
     assert len(data_keys(lake)) == len(lake.dataset("late").objects)  # no leftovers
 
@@ -77,7 +82,9 @@ def test_bom_crlf_and_quoted_newlines(lake: Lake) -> None:
     lake.ingest_csv("quoted", [body.encode()])
     assert lake.dataset("quoted").schema.names == ["id", "text"]
     assert rows(lake, "SELECT text FROM quoted ORDER BY id") == [
-        {"text": "line one\r\nline two"}, {"text": 'a "quoted" word'}]
+        {"text": "line one\r\nline two"},
+        {"text": 'a "quoted" word'},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -106,8 +113,15 @@ def test_header_only_csv_makes_an_empty_dataset(lake: Lake) -> None:
 
 @pytest.mark.parametrize(
     ("name", "problem"),
-    [("../x", "'..'"), ("a/b", "'/'"), ("a\x00b", "NUL"), ("a\nb", "CR, LF or TAB"),
-     ("x" * 1100, "longer than 1024"), ("", "empty"), ("has space", "invalid dataset name")],
+    [
+        ("../x", "'..'"),
+        ("a/b", "'/'"),
+        ("a\x00b", "NUL"),
+        ("a\nb", "CR, LF or TAB"),
+        ("x" * 1100, "longer than 1024"),
+        ("", "empty"),
+        ("has space", "invalid dataset name"),
+    ],
 )
 def test_bad_dataset_names(lake: Lake, name: str, problem: str) -> None:
     with pytest.raises(InvalidInput, match=problem):
@@ -115,8 +129,12 @@ def test_bad_dataset_names(lake: Lake, name: str, problem: str) -> None:
 
 
 def table(n: int, start: int = 0) -> pa.Table:
-    return pa.table({"id": pa.array(range(start, start + n), pa.int64()),
-                     "label": [f"r{i}" for i in range(start, start + n)]})
+    return pa.table(
+        {
+            "id": pa.array(range(start, start + n), pa.int64()),
+            "label": [f"r{i}" for i in range(start, start + n)],
+        }
+    )
 
 
 def test_arrow_append_overwrite_create(lake: Lake) -> None:
@@ -127,8 +145,12 @@ def test_arrow_append_overwrite_create(lake: Lake) -> None:
     assert first.manifest.dataset_id == second.manifest.dataset_id  # idempotent by name+schema
     assert lake.dataset("t").row_count == 15
     assert rows(lake, "SELECT count(*) AS c FROM t") == [{"c": 15}]
-    lake.ingest_arrow("t", pa.schema([("other", pa.string())]),
-                      pa.table({"other": ["x"]}).to_batches(), mode="overwrite")
+    lake.ingest_arrow(
+        "t",
+        pa.schema([("other", pa.string())]),
+        pa.table({"other": ["x"]}).to_batches(),
+        mode="overwrite",
+    )
     assert rows(lake, "SELECT * FROM t") == [{"other": "x"}]
     with pytest.raises(Conflict, match="already exists"):
         lake.ingest_arrow("t", t.schema, t.to_batches(), mode="create")
@@ -138,7 +160,9 @@ def test_append_with_different_schema_names_the_columns(lake: Lake) -> None:
     t = table(3)
     lake.ingest_arrow("s", t.schema, t.to_batches())
     other = pa.table({"id": pa.array([1], pa.int32()), "extra": ["x"]})
-    with pytest.raises(Conflict, match=r"missing columns: label.*new columns: extra.*id \(int64 -> int32\)"):
+    with pytest.raises(
+        Conflict, match=r"missing columns: label.*new columns: extra.*id \(int64 -> int32\)"
+    ):
         lake.ingest_arrow("s", other.schema, other.to_batches())
     assert lake.dataset("s").row_count == 3
     assert len(data_keys(lake)) == 1
@@ -148,7 +172,7 @@ def test_csv_append_uses_the_dataset_types(lake: Lake) -> None:
     lake.ingest_csv("c", [b"id,name\n1,a\n"])
     lake.ingest_csv("c", [b"id,name\n2,b\n"])
     assert rows(lake, "SELECT sum(id) AS s FROM c") == [{"s": 3}]
-    with pytest.raises(Conflict, match="value 'zz'.* is not int64"):
+    with pytest.raises(Conflict, match=r"value 'zz'.* is not int64"):
         lake.ingest_csv("c", [b"id,name\nzz,b\n"])
     with pytest.raises(Conflict, match="missing columns: name"):
         lake.ingest_csv("c", [b"id,nom\n3,b\n"])
@@ -314,8 +338,10 @@ def test_sandbox_hides_configuration_and_files(lake: Lake, sql: str, message: st
 
 def test_sandbox_allows_ordinary_analytics(lake: Lake) -> None:
     lake.ingest_csv("t", [b"a,b\n1,x\n2,y\n"])
-    sql = ("WITH r AS (SELECT * FROM range(3) AS g(i)) "
-           "SELECT t.b, count(*) AS n FROM t, r GROUP BY ALL ORDER BY 1")
+    sql = (
+        "WITH r AS (SELECT * FROM range(3) AS g(i)) "
+        "SELECT t.b, count(*) AS n FROM t, r GROUP BY ALL ORDER BY 1"
+    )
     assert rows(lake, sql) == [{"b": "x", "n": 3}, {"b": "y", "n": 3}]
     assert rows(lake, 'SELECT max(a) AS m FROM "t"') == [{"m": 2}]
 
@@ -333,8 +359,9 @@ def test_query_timeout_cancels(storage_url: str, request: pytest.FixtureRequest)
 
 def test_runtime_error_after_first_batch_is_a_query_error(lake: Lake) -> None:
     """Regression: errors DuckDB raises mid-stream arrive as OSError and were not translated."""
-    sql = ("SELECT CASE WHEN range < 140000 THEN range ELSE error('boom') END AS x "
-           "FROM range(3000000)")
+    sql = (
+        "SELECT CASE WHEN range < 140000 THEN range ELSE error('boom') END AS x FROM range(3000000)"
+    )
     with pytest.raises(QueryError, match="boom"):
         lake.query(sql).read_all()
 
@@ -342,7 +369,7 @@ def test_runtime_error_after_first_batch_is_a_query_error(lake: Lake) -> None:
 def test_csv_segments_cut_only_outside_quotes(tmp_path) -> None:
     from flightlake.ingest import csv_segments
 
-    body = 'id,text\n' + "".join(f'{i},"a\nb ""{i}"" c"\n' for i in range(2000))
+    body = "id,text\n" + "".join(f'{i},"a\nb ""{i}"" c"\n' for i in range(2000))
     path = tmp_path / "q.csv"
     path.write_bytes(body.encode())
     segments = csv_segments(path, target=1000)
@@ -350,7 +377,7 @@ def test_csv_segments_cut_only_outside_quotes(tmp_path) -> None:
     raw = path.read_bytes()
     assert segments[0][0] == 0
     assert segments[-1][1] == len(raw)
-    for (_, end, _), (start, _, line) in zip(segments, segments[1:], strict=False):
+    for (_, end, _), (start, _, line) in itertools.pairwise(segments):
         assert end == start
         assert raw[:start].count(b'"') % 2 == 0  # every cut is outside quotes
         assert raw[start - 1 : start] == b"\n"
@@ -361,10 +388,11 @@ def test_large_csv_with_quoted_newlines_across_segments(lake: Lake, monkeypatch)
     import flightlake.ingest as ingest
 
     monkeypatch.setattr(ingest, "SEGMENT_BYTES", 4096)
-    body = 'id,text\n' + "".join(f'{i},"x\ny,{i}"\n' for i in range(5000))
+    body = "id,text\n" + "".join(f'{i},"x\ny,{i}"\n' for i in range(5000))
     lake.ingest_csv("seg", [body.encode()])
     assert rows(lake, "SELECT count(*) AS n, count(DISTINCT text) AS d FROM seg") == [
-        {"n": 5000, "d": 5000}]
+        {"n": 5000, "d": 5000}
+    ]
     assert rows(lake, "SELECT text FROM seg WHERE id = 4321") == [{"text": "x\ny,4321"}]
 
 

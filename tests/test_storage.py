@@ -76,8 +76,10 @@ def test_unreachable_store_is_a_storage_error() -> None:
     from flightlake.config import Credentials, Settings
     from tests.helpers import free_port
 
-    settings = Settings(storage="s3://nobucket/lake",
-                        s3_endpoint=f"http://127.0.0.1:{free_port()}",
-                        credentials=Credentials("k", "s"))
+    settings = Settings(
+        storage="s3://nobucket/lake",
+        s3_endpoint=f"http://127.0.0.1:{free_port()}",
+        credentials=Credentials("k", "s"),
+    )
     with pytest.raises(StorageError, match="object store error"):
         Storage(settings).read_bytes("x")

@@ -40,8 +40,9 @@ def _text(raw: bytes, what: str) -> str:
 
 def parse_put(descriptor: flight.FlightDescriptor) -> PutCommand:
     if descriptor.descriptor_type == flight.DescriptorType.PATH:
-        path = [p.decode("utf-8", "replace") if isinstance(p, bytes) else p
-                for p in descriptor.path]
+        path = [
+            p.decode("utf-8", "replace") if isinstance(p, bytes) else p for p in descriptor.path
+        ]
         if len(path) != 1:
             raise InvalidInput(f"do_put path must have exactly one part (the dataset), got {path}")
         return PutCommand(validate_name(path[0]))
