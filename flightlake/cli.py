@@ -232,7 +232,7 @@ def sql(query: str, fmt: str, server: str) -> None:
 
 
 def _print_stream(reader: pa.RecordBatchReader, fmt: str) -> None:
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if fmt == "csv":
         import pyarrow.csv as pacsv
 

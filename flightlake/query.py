@@ -19,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -83,7 +84,7 @@ class QueryEngine:
         self.storage = storage
         self._tmp = tempfile.TemporaryDirectory(prefix="flightlake-duckdb-")
         tmp = Path(self._tmp.name)
-        config: dict[str, str | bool | int] = {
+        config: dict[str, str | bool | int | float | list[str]] = {
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
             "extension_directory": str(tmp / "extensions"),
@@ -231,7 +232,7 @@ class QueryEngine:
         self._tmp.cleanup()
 
 
-def _walk(node: object) -> Iterator[dict[str, object]]:
+def _walk(node: object) -> Iterator[dict[str, Any]]:
     """Every JSON object in a parse tree, depth first."""
     stack = [node]
     while stack:
