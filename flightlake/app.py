@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from types import FrameType
 
@@ -17,17 +16,9 @@ from flightlake.errors import InvalidInput
 from flightlake.flight.server import FlightServer
 from flightlake.http import start_http
 from flightlake.lake import Lake
+from flightlake.observe import setup_logging
 
 log = logging.getLogger("flightlake")
-
-
-def setup_logging(level: str, verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
 
 
 def flight_location(settings: Settings) -> str:
@@ -50,7 +41,7 @@ def build_flight_server(lake: Lake, settings: Settings) -> FlightServer:
 
 def run(settings: Settings, verbose: bool = False) -> None:
     """Serve until SIGINT / SIGTERM."""
-    setup_logging(settings.log_level, verbose)
+    setup_logging(settings.log_level, settings.log_format, verbose)
     lake = Lake(settings)
     for warning in lake.load_warnings:
         log.warning(warning)

@@ -82,6 +82,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between background sweeps of unreferenced objects (0: only at start).",
     ),
     Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
+    Setting(
+        "log_format",
+        str,
+        "text",
+        "Log line format: text (for people) or json (one object per line, with request_id).",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -131,6 +137,7 @@ class Settings:
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
     log_level: str = "INFO"
+    log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)
     principals: tuple[Principal, ...] = ()
 

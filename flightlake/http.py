@@ -29,10 +29,12 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import anyio
 import anyio.from_thread
 import pyarrow as pa
 import pyarrow.parquet as pq
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
@@ -42,8 +44,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flightlake import observe
 from flightlake.catalog import validate_name
 from flightlake.config import Principal, Settings
 from flightlake.encode import encode_result
@@ -64,6 +67,8 @@ log = logging.getLogger("flightlake.http")
 
 SQL_BODY_CAP = 1 << 20  # a /v1/sql request body larger than this is refused (413)
 UPLOAD_PIECE = 1 << 20  # upload bytes handed to the ingest thread at a time
+DRAIN_LIMIT = 4 << 20  # a refused upload up to this size is read to its end, not reset
+DRAIN_SECONDS = 5.0  # ...if its rest arrives within this time
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 RESULT_TYPES = {  # Accept media type -> result format
     **dict.fromkeys(("application/json", "application/*", "*/*"), "json"),
@@ -106,11 +111,32 @@ async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
-    if getattr(request.state, "upload", False):
-        headers["Connection"] = "close"  # the rest of a refused upload is not worth reading
+    upload = getattr(request.state, "upload", False)
+    if upload and (isinstance(exc, TooLarge) or not await _drain(request, DRAIN_LIMIT)):
+        headers["Connection"] = "close"  # the rest of a large refused upload is not read
     level = logging.WARNING if status >= 500 else logging.INFO
     log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
     return error_response(status, str(exc), headers)
+
+
+async def _drain(request: Request, limit: int) -> bool:
+    """Read and drop the unread rest of a small refused upload, so the answer is not lost to
+    a TCP reset (closing a socket with unread data resets it). False when it is too large."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > limit:
+        return False
+    if getattr(request, "_stream_consumed", True):
+        return True
+    seen = 0
+    with anyio.move_on_after(DRAIN_SECONDS):
+        while seen <= limit:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                return False
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+    return False
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
@@ -386,6 +412,7 @@ class Api:
         if not params.get("name"):
             raise InvalidInput("query parameter 'name' is required: /v1/ingest?name=NAME")
         name = validate_name(params["name"])
+        request.state.dataset = name
         mode = check_mode(params.get("mode"))
         cap = self.settings.max_upload_bytes
         declared = request.headers.get("content-length", "")
@@ -404,6 +431,7 @@ class Api:
         result = await run_in_threadpool(
             ingest_upload, self.lake, name, mode, fmt, upload.chunks(), self.settings.spool_dir
         )
+        request.state.rows_in = result.rows_written
         return JSONResponse({**result.manifest.to_json(), **result.to_json()})
 
     async def sql(self, request: Request) -> Response:
@@ -437,6 +465,10 @@ class Api:
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(OPENAPI)
 
+    async def metrics(self, request: Request) -> Response:
+        self.authorize(request)
+        return Response(observe.render(), media_type=CONTENT_TYPE_LATEST)
+
 
 async def _small_body(request: Request, cap: int) -> bytes:
     declared = request.headers.get("content-length", "")
@@ -460,9 +492,7 @@ def _sql_text(body: bytes) -> str:
     return str(doc["sql"])
 
 
-def create_app(
-    lake: Lake, settings: Settings, ready: Callable[[], bool] | None = None
-) -> Starlette:
+def create_app(lake: Lake, settings: Settings, ready: Callable[[], bool] | None = None) -> ASGIApp:
     """The Starlette app over ``lake``; ``ready`` says when /health may answer 200."""
     api = Api(lake, settings, ready or (lambda: True))
     routes = [
@@ -479,7 +509,83 @@ def create_app(
         HTTPException: _on_http_error,
         Exception: _on_internal_error,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    routes.append(Route("/metrics", api.metrics, methods=["GET"]))
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
+    return ObservedApp(app)
+
+
+class ObservedApp:
+    """ASGI wrapper: a request id per request (``X-Request-Id`` in and out), one log line
+    and the metrics when the response ends, bytes counted on the wire."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.routes = app.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        rid = observe.new_request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
+        state = scope.setdefault("state", {})
+        seen = {"status": 500, "in": 0, "out": 0}
+
+        async def counted_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen["in"] += len(message.get("body", b""))
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            elif message["type"] == "http.response.body":
+                seen["out"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tagged_send)
+        finally:
+            path = scope.get("path", "")
+            method = f"{scope.get('method', '')} {_route_of(path)}"
+            ingest = path == "/v1/ingest"
+            observe.record(
+                "http",
+                method,
+                start,
+                _code_of(seen["status"]),
+                rows_in=int(state.get("rows_in", 0)),
+                bytes_in=seen["in"] if ingest else 0,
+                bytes_out=seen["out"] if path == "/v1/sql" else 0,
+                kind="ingest" if ingest else "query" if path == "/v1/sql" else "",
+                status=seen["status"],
+                **({"dataset": state["dataset"]} if "dataset" in state else {}),
+            )
+
+
+def _route_of(path: str) -> str:
+    return "/v1/datasets/{name}" if path.startswith("/v1/datasets/") else path
+
+
+_HTTP_CODES = {
+    200: "ok",
+    400: "invalid_argument",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid_argument",
+    409: "conflict",
+    413: "too_large",
+    503: "unavailable",
+}
+
+
+def _code_of(status: int) -> str:
+    return "ok" if status < 300 else _HTTP_CODES.get(status, "internal")
 
 
 # -- the server thread -----------------------------------------------------------------------
@@ -487,7 +593,7 @@ class HttpServer:
     """uvicorn serving ``app`` from a thread of this process; ``start`` binds or raises."""
 
     def __init__(
-        self, app: Starlette, host: str, port: int, tls_cert: str = "", tls_key: str = ""
+        self, app: ASGIApp, host: str, port: int, tls_cert: str = "", tls_key: str = ""
     ) -> None:
         self.host = host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

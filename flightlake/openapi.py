@@ -72,6 +72,9 @@ OPENAPI: dict[str, Any] = {
         "/health": {"get": _op(
             "Ready: the lake is loaded and Flight is serving", _content(_OBJECT),
             {503: "Not ready yet (Retry-After: 5)"}, auth=False)},
+        "/metrics": {"get": _op(
+            "Prometheus metrics: requests, errors, rows and bytes in/out, durations, "
+            "ingests in flight", _content({"type": "string"}, "text/plain"), {})},
         "/v1/ingest": {"post": _op(
             "Upload CSV, Parquet or Arrow IPC (multipart field 'file', or the raw body); "
             "answers the dataset's manifest plus rows_written",

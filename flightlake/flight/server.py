@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from flightlake import observe
 from flightlake.catalog import Manifest
 from flightlake.errors import (
     Conflict,
@@ -31,7 +32,6 @@ from flightlake.flight import tickets
 from flightlake.lake import Lake
 
 log = logging.getLogger("flightlake.flight")
-reqlog = logging.getLogger("flightlake.request")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,22 +68,35 @@ def flight_errors(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        observe.new_request_id()
         try:
             return method(*args, **kwargs)
         except FlightlakeError as exc:
+            observe.record(
+                "flight", method.__name__, start, observe.error_code(exc), error=str(exc)[:200]
+            )
             raise to_flight_error(exc) from None
-        except (flight.FlightError, pa.ArrowException):
+        except (flight.FlightError, pa.ArrowException) as exc:
+            observe.record(
+                "flight",
+                method.__name__,
+                start,
+                "invalid_argument",
+                error=str(exc).split(". Detail:")[0][:200],
+            )
             raise
         except Exception as exc:
             log.exception("internal error in %s", method.__name__)
+            observe.record("flight", method.__name__, start, "internal")
             raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
 
     return cast(F, wrapper)
 
 
 def _log(method: str, start: float, **fields: Any) -> None:
-    fields["ms"] = round((time.perf_counter() - start) * 1000, 1)
-    reqlog.info("%s %s", method, " ".join(f"{k}={v}" for k, v in fields.items()))
+    """The log line and metrics of a Flight call that succeeded (see observe.record)."""
+    observe.record("flight", method, start, **fields)
 
 
 class Counted:
@@ -101,19 +114,30 @@ class Counted:
         return pa.RecordBatchReader.from_batches(self.reader.schema, self._batches())
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        status = "ok"
+        code = "ok"
         try:
             for batch in self.reader:
                 self.rows += batch.num_rows
                 self.bytes += batch.nbytes
                 yield batch
+        except GeneratorExit:
+            code = "cancelled"
+            raise
         except BaseException as exc:
-            status = type(exc).__name__
+            code = observe.error_code(exc)
             raise
         finally:
             self.reader.close()
-            _log(self.method, self.start, rows=self.rows, bytes=self.bytes, status=status,
-                 **self.fields)
+            observe.record(
+                "flight",
+                self.method,
+                self.start,
+                code,
+                rows_out=self.rows,
+                bytes_out=self.bytes,
+                kind="query",
+                **self.fields,
+            )
 
 
 class FlightServer(flight.FlightServerBase):
@@ -121,6 +145,7 @@ class FlightServer(flight.FlightServerBase):
 
     def __init__(self, lake: Lake, location: str, **kwargs: Any) -> None:
         self.lake = lake
+        observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
         self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
@@ -130,8 +155,9 @@ class FlightServer(flight.FlightServerBase):
     def flight_info(self, manifest: Manifest) -> flight.FlightInfo:
         descriptor = flight.FlightDescriptor.for_path(manifest.name)
         endpoint = flight.FlightEndpoint(tickets.dataset_ticket(manifest.name), [])
-        return flight.FlightInfo(manifest.schema, descriptor, [endpoint],
-                                 manifest.row_count, manifest.total_bytes)
+        return flight.FlightInfo(
+            manifest.schema, descriptor, [endpoint], manifest.row_count, manifest.total_bytes
+        )
 
     @flight_errors
     def list_flights(self, context: Any, criteria: bytes) -> Iterator[flight.FlightInfo]:
@@ -147,8 +173,9 @@ class FlightServer(flight.FlightServerBase):
         if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
             return self.sql.get_flight_info(descriptor, cmd)
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
-            path = [p.decode("utf-8", "replace") if isinstance(p, bytes) else p
-                    for p in descriptor.path]
+            path = [
+                p.decode("utf-8", "replace") if isinstance(p, bytes) else p for p in descriptor.path
+            ]
             if len(path) != 1:
                 raise InvalidInput(f"path must have exactly one part, got {path}")
             return self.flight_info(self.lake.dataset(path[0]))
@@ -172,8 +199,11 @@ class FlightServer(flight.FlightServerBase):
 
     @flight_errors
     def do_put(
-        self, context: Any, descriptor: flight.FlightDescriptor,
-        reader: flight.MetadataRecordBatchReader, writer: flight.FlightMetadataWriter,
+        self,
+        context: Any,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
     ) -> None:
         if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
             return self.sql.do_put(cmd, reader, writer)
@@ -181,16 +211,28 @@ class FlightServer(flight.FlightServerBase):
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
         if command.format == "csv":
-            result = self.lake.ingest_csv(command.dataset,
-                                          _csv_chunks(reader, counter, context), command.mode)
+            result = self.lake.ingest_csv(
+                command.dataset, _csv_chunks(reader, counter, context), command.mode
+            )
         else:
-            result = self.lake.ingest_arrow(command.dataset, reader.schema,
-                                            _arrow_batches(reader, counter, context),
-                                            command.mode)
+            result = self.lake.ingest_arrow(
+                command.dataset,
+                reader.schema,
+                _arrow_batches(reader, counter, context),
+                command.mode,
+            )
         writer.write(pa.py_buffer(json.dumps(result.to_json()).encode()))
-        _log("do_put", start, dataset=command.dataset, format=command.format,
-             mode=command.mode, rows=result.rows_written, bytes=counter["bytes"],
-             version=result.version)
+        _log(
+            "do_put",
+            start,
+            kind="ingest",
+            dataset=command.dataset,
+            format=command.format,
+            mode=command.mode,
+            rows_in=result.rows_written,
+            bytes_in=counter["bytes"],
+            version=result.version,
+        )
 
     # -- actions -------------------------------------------------------------------------
     def list_actions(self, context: Any) -> list[tuple[str, str]]:
@@ -244,8 +286,9 @@ def _csv_chunks(
     reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
 ) -> Iterator[bytes]:
     schema = reader.schema
-    if len(schema) != 1 or not (pa.types.is_binary(schema[0].type)
-                                or pa.types.is_large_binary(schema[0].type)):
+    if len(schema) != 1 or not (
+        pa.types.is_binary(schema[0].type) or pa.types.is_large_binary(schema[0].type)
+    ):
         raise InvalidInput(
             f"CSV do_put needs one binary column 'data' holding the file's bytes, got {schema}"
         )

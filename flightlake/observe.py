@@ -1,0 +1,213 @@
+"""Observability: Prometheus metrics, request ids and structured (JSON) log lines.
+
+Front ends call ``record()`` once per request; it writes the request's log line (with its
+request id) and updates the metrics, so logs and metrics never disagree. ``/metrics`` on the
+HTTP port renders ``REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from flightlake.errors import (
+    Conflict,
+    FlightlakeError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter(
+    "flightlake_requests",
+    "Requests by front end, method and outcome code.",
+    ["frontend", "method", "code"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "flightlake_errors",
+    "Failed requests by front end and outcome code.",
+    ["frontend", "code"],
+    registry=REGISTRY,
+)
+DURATION = Histogram(
+    "flightlake_request_duration_seconds",
+    "Request duration by method.",
+    ["frontend", "method"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 120),
+)
+ROWS = Counter(
+    "flightlake_rows",
+    "Rows ingested (in) and returned by queries (out).",
+    ["direction"],
+    registry=REGISTRY,
+)
+BYTES = Counter(
+    "flightlake_bytes",
+    "Bytes received by ingest (in) and sent by queries (out).",
+    ["direction"],
+    registry=REGISTRY,
+)
+INGEST_SECONDS = Histogram(
+    "flightlake_ingest_duration_seconds",
+    "Ingest duration.",
+    registry=REGISTRY,
+    buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800),
+)
+QUERY_SECONDS = Histogram(
+    "flightlake_query_duration_seconds",
+    "Query duration, to the end of the result stream.",
+    registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300),
+)
+INGESTS_IN_FLIGHT = Gauge("flightlake_ingests_in_flight", "Ingests running now.", registry=REGISTRY)
+DATASETS = Gauge("flightlake_datasets", "Datasets in the catalog.", registry=REGISTRY)
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+reqlog = logging.getLogger("flightlake.request")
+
+_CODES: tuple[tuple[type[FlightlakeError], str], ...] = (
+    (NotFound, "not_found"),
+    (Conflict, "conflict"),
+    (TooLarge, "too_large"),
+    (InvalidInput, "invalid_argument"),
+    (Unavailable, "unavailable"),
+    (Unauthenticated, "unauthenticated"),
+    (Forbidden, "forbidden"),
+)
+
+
+def error_code(exc: BaseException | None) -> str:
+    """A short outcome code for metrics and logs: ok, not_found, invalid_argument, ..."""
+    if exc is None:
+        return "ok"
+    for cls, code in _CODES:
+        if isinstance(exc, cls):
+            return code
+    return "internal"
+
+
+def new_request_id(given: str | None = None) -> str:
+    """Use a client-supplied id when it is short and printable, else make one; bind it."""
+    rid = given if given and len(given) <= 64 and given.isprintable() else uuid.uuid4().hex[:16]
+    REQUEST_ID.set(rid)
+    return rid
+
+
+def bind(active_ingests: Callable[[], int], datasets: Callable[[], int]) -> None:
+    """Point the gauges at a lake (the last one bound wins)."""
+    INGESTS_IN_FLIGHT.set_function(lambda: float(active_ingests()))
+    DATASETS.set_function(lambda: float(datasets()))
+
+
+def record(
+    frontend: str,
+    method: str,
+    start: float,
+    code: str = "ok",
+    *,
+    rows_in: int = 0,
+    bytes_in: int = 0,
+    rows_out: int = 0,
+    bytes_out: int = 0,
+    kind: str = "",
+    **fields: Any,
+) -> None:
+    """Log one line for a finished request and update the metrics.
+
+    ``kind`` is "ingest" or "query" for the duration histograms; ``start`` is a
+    ``time.perf_counter()`` reading.
+    """
+    seconds = time.perf_counter() - start
+    REQUESTS.labels(frontend, method, code).inc()
+    DURATION.labels(frontend, method).observe(seconds)
+    if code != "ok":
+        ERRORS.labels(frontend, code).inc()
+    if rows_in or bytes_in:
+        ROWS.labels("in").inc(rows_in)
+        BYTES.labels("in").inc(bytes_in)
+    if rows_out or bytes_out:
+        ROWS.labels("out").inc(rows_out)
+        BYTES.labels("out").inc(bytes_out)
+    if kind == "ingest" and code == "ok":
+        INGEST_SECONDS.observe(seconds)
+    elif kind == "query" and code == "ok":
+        QUERY_SECONDS.observe(seconds)
+    line = {"frontend": frontend, "method": method, "code": code, **fields}
+    for key, value in (
+        ("rows_in", rows_in),
+        ("bytes_in", bytes_in),
+        ("rows", rows_out),
+        ("bytes", bytes_out),
+    ):
+        if value:
+            line[key] = value
+    line["ms"] = round(seconds * 1000, 1)
+    reqlog.info(
+        "%s %s", method, " ".join(f"{k}={_fmt(v)}" for k, v in line.items()), extra={"fields": line}
+    )
+
+
+def _fmt(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or '"' in text or not text) else text
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request id to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, request_id, message and fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update({k: v for k, v in fields.items() if k not in doc})
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(level: str, fmt: str = "text", verbose: bool = False) -> None:
+    """Configure the root logger: ``text`` (human) or ``json`` lines, with request ids."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+        )
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO))
