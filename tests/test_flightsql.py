@@ -22,6 +22,7 @@ import pytest
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
+from flightlake.flight import flightsql
 from flightlake.flight import flightsql_pb as pb
 from flightlake.flight.flightsql import CATALOG, DB_SCHEMA
 from flightlake.flight.flightsql_meta import SQL_INFO_SCHEMA
@@ -106,6 +107,14 @@ def test_every_parameter_set_runs(conn: dbapi.Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT ?::BIGINT * 2 AS doubled", pa.record_batch({"0": [1, 2, 3]}))
         assert cur.fetchall() == [(2,), (4,), (6,)]
+
+
+def test_parameter_sets_are_bounded(
+    conn: dbapi.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flightsql, "MAX_PARAM_SETS", 2)
+    with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error, match="more than 2"):
+        cur.execute("SELECT ?::BIGINT AS x", pa.record_batch({"0": [1, 2, 3]}))
 
 
 def test_prepared_statements_are_closed_with_the_cursor(

@@ -70,6 +70,8 @@ TABLE_TYPE = "TABLE"
 
 #: Open prepared statements kept at most; the least recently used is closed beyond this.
 MAX_PREPARED = 4096
+#: Parameter sets (rows) one DoPut may bind to a prepared query; each runs the query once.
+MAX_PARAM_SETS = 10_000
 
 WRITE_HINT = (
     "flightlake SQL is read-only: write data with bulk ingest (ADBC adbc_ingest, "
@@ -385,11 +387,13 @@ class FlightSqlHandler:
         writer: flight.FlightMetadataWriter,
     ) -> None:
         stmt = self._get_prepared(handle)
-        try:
-            params = reader.read_all()
-        except pa.ArrowInvalid as exc:
-            raise InvalidInput(f"bad parameter stream: {exc}") from exc
-        stmt.params = params if params.num_rows else None
+        batches, rows = [], 0
+        for batch in _arrow_batches(reader, {"bytes": 0}):
+            rows += batch.num_rows
+            if rows > MAX_PARAM_SETS:
+                raise InvalidInput(f"more than {MAX_PARAM_SETS} parameter sets in one binding")
+            batches.append(batch)
+        stmt.params = pa.Table.from_batches(batches, reader.schema) if rows else None
         result = pb.DoPutPreparedStatementResult(prepared_statement_handle=handle)
         writer.write(pa.py_buffer(result.SerializeToString()))
 
