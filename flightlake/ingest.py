@@ -36,6 +36,7 @@ log = logging.getLogger("flightlake.ingest")
 
 SAMPLE_BYTES = 4 << 20  # the first block: what types are inferred from
 BLOCK_BYTES = 1 << 20  # CSV read block (pyarrow reads ahead a few dozen blocks)
+MAX_BLOCK_BYTES = 256 << 20  # a record must fit in a block: blocks grow up to this for huge rows
 SEGMENT_BYTES = 32 << 20  # one pyarrow CSV reader per segment of the file (bounds read-ahead)
 ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group (DuckDB scans row groups in parallel)
 ROW_GROUP_BYTES = 64 << 20  # ...or this many bytes of Arrow data, whichever comes first
@@ -268,15 +269,22 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
     if size == 0:
         raise InvalidInput("CSV is empty: no header line")
     handler = _RowError()
-    read = pacsv.ReadOptions(block_size=SAMPLE_BYTES, use_threads=False)
-    try:
-        with pacsv.open_csv(path, read_options=read, parse_options=_parse_options(handler)) as r:
-            inferred = r.schema
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise _csv_error(exc, handler) from exc
+    block = SAMPLE_BYTES
+    while True:
+        read = pacsv.ReadOptions(block_size=block, use_threads=False)
+        try:
+            with pacsv.open_csv(
+                path, read_options=read, parse_options=_parse_options(handler)
+            ) as r:
+                inferred = r.schema
+            break
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            if not _too_big_for_block(exc) or block >= MAX_BLOCK_BYTES:
+                raise _csv_error(exc, handler) from exc
+            block *= 8
     check_columns(inferred.names)
     ints = [f.name for f in inferred if pa.types.is_integer(f.type)]
-    zero_padded = _leading_zeros(path, ints) if ints else set()
+    zero_padded = _leading_zeros(path, ints, block) if ints else set()
     fields = []
     for f in inferred:
         kind = f.type
@@ -294,9 +302,13 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _leading_zeros(path: Path, columns: list[str]) -> set[str]:
+def _too_big_for_block(exc: Exception) -> bool:
+    return "straddling object straddles two block boundaries" in str(exc)
+
+
+def _leading_zeros(path: Path, columns: list[str], block: int) -> set[str]:
     """The integer columns whose sampled text has values like '007' (codes, not numbers)."""
-    read = pacsv.ReadOptions(block_size=SAMPLE_BYTES, use_threads=False)
+    read = pacsv.ReadOptions(block_size=block, use_threads=False)
     convert = pacsv.ConvertOptions(
         column_types=dict.fromkeys(columns, pa.string()), include_columns=columns
     )
@@ -315,7 +327,9 @@ def _leading_zeros(path: Path, columns: list[str]) -> set[str]:
     return padded
 
 
-def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def read_csv_batches(
+    path: Path, schema: pa.Schema, block_bytes: int = 0
+) -> Iterator[pa.RecordBatch]:
     """Stream the CSV at ``path`` as batches typed by ``schema``.
 
     The file is read in segments of about SEGMENT_BYTES, each cut at a record boundary and
@@ -333,7 +347,7 @@ def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for index, (start, end, first_line) in enumerate(csv_segments(path)):
             handler.line_offset = first_line - 1
             read = pacsv.ReadOptions(
-                block_size=BLOCK_BYTES,
+                block_size=block_bytes or BLOCK_BYTES,
                 use_threads=True,
                 column_names=None if index == 0 else schema.names,
             )
@@ -354,6 +368,8 @@ def read_csv_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     except _Widen:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        if _too_big_for_block(exc):
+            raise _BiggerBlocks() from exc
         widen = _conversion_failure(exc, schema)
         if widen is not None:
             raise widen from exc
@@ -395,6 +411,10 @@ def csv_segments(path: Path, target: int = 0) -> list[tuple[int, int, int]]:
                 lines += more.count(b"\n")
                 end += len(more)
             segments.append((start, end, line))
+            if end >= size and quotes % 2:
+                raise InvalidInput(
+                    f"malformed CSV: a quoted field opened after line {line} is never closed"
+                )
             start, line = end, line + lines
     return segments or [(0, 0, 1)]
 
@@ -427,6 +447,10 @@ class _RangeFile(io.RawIOBase):
     def close(self) -> None:
         self._fh.close()
         super().close()
+
+
+class _BiggerBlocks(Exception):
+    """A record does not fit in one read block: read again with larger blocks."""
 
 
 class _Widen(Exception):
@@ -469,12 +493,25 @@ def write_csv(
 ) -> NewObjects:
     """Ingest the spooled CSV at ``path``; ``target`` fixes the types (append to a dataset)."""
     schema = target if target is not None else infer_csv_schema(path, size)
-    for _attempt in range(4 * len(schema) + 1):
+    block = BLOCK_BYTES
+    for _attempt in range(4 * len(schema) + 8):
         sink = ParquetSink(storage, name, schema)
         try:
-            for batch in read_csv_batches(path, schema):
+            for batch in read_csv_batches(path, schema, block):
                 sink.write(batch)
             return sink.close()
+        except _BiggerBlocks:
+            sink.abort()
+            if block >= MAX_BLOCK_BYTES:
+                raise InvalidInput(
+                    f"a CSV record is larger than {MAX_BLOCK_BYTES >> 20} MiB; split the field "
+                    "or ingest it as Arrow"
+                ) from None
+            block *= 8
+            log.info(
+                "CSV has records larger than the read block; reading with %d MiB blocks",
+                block >> 20,
+            )
         except _Widen as widen:
             sink.abort()
             if target is not None:

@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class QueryEngine:
             config["threads"] = settings.query_threads
         self._con = duckdb.connect(":memory:", config=config)
         self._ddl = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._active = 0
         if storage.is_s3:
             self._setup_s3()
         data_root = storage.root_url.rstrip("/") + "/data/"
@@ -223,9 +225,22 @@ class QueryEngine:
             timer.cancel()
             cursor.close()
             raise
+        with self._count_lock:
+            self._active += 1
         return pa.RecordBatchReader.from_batches(
-            reader.schema, _guarded(reader, cursor, timer, self.settings.query_timeout)
+            reader.schema,
+            _guarded(reader, cursor, timer, self.settings.query_timeout, self._finished),
         )
+
+    def _finished(self) -> None:
+        with self._count_lock:
+            self._active -= 1
+
+    @property
+    def active_queries(self) -> int:
+        """Queries whose result stream is still open."""
+        with self._count_lock:
+            return self._active
 
     def close(self) -> None:
         self._con.close()
@@ -249,6 +264,7 @@ def _guarded(
     cursor: duckdb.DuckDBPyConnection,
     timer: threading.Timer,
     timeout: float,
+    finished: Callable[[], None],
 ) -> Iterator[pa.RecordBatch]:
     try:
         while True:
@@ -267,6 +283,7 @@ def _guarded(
             cursor.interrupt()
         finally:
             cursor.close()
+            finished()
 
 
 def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
