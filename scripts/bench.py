@@ -34,9 +34,11 @@ from scripts.bench_env import (
     BENCH_DIR,
     ROOT,
     Server,
+    Store,
     cli_ingest,
     log,
     machine_facts,
+    median,
     remove_tree,
     stores,
     workers_csv,
@@ -52,11 +54,20 @@ from scripts.bench_query import (
     report_concurrency,
     report_queries,
 )
-from scripts.bench_report import Report, plot_concurrency
+from scripts.bench_report import (
+    Report,
+    Section,
+    fmt_mb,
+    fmt_ratio,
+    fmt_s,
+    md_table,
+    plot_concurrency,
+)
 
 SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc")
 BATCH_SIZES = (8_192, 16_384, 65_536, 262_144, 1_048_576)
 CONCURRENCY = (1, 2, 4, 8)
+HTTP_JSON_TARGET = 20.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -108,6 +119,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def mark(report: Report, section: str) -> None:
+    """Log a section start and note the machine's load then (the machine is shared)."""
+    log(section)
+    report.loads.append((section, os.getloadavg()[0]))
+
+
 def command_line(argv: Sequence[str]) -> str:
     text = "python -m scripts.bench" + "".join(f" {shlex.quote(a)}" for a in argv)
     if os.environ.get("MAKELEVEL"):
@@ -127,12 +144,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     large_s, small_s = (2.0, 1.5) if args.quick else (4.0, 3.0)
     small_runs, large_runs = (9, 3) if args.quick else (15, max(5, args.repeats))
 
+    csv_runs: dict[tuple[str, int], CsvRuns] = {}
+    plotted = False
     try:
         with stores(workdir, with_s3="s3" in args.storage) as st, contextlib.ExitStack() as servers:
             kinds = [k for k in args.storage if k in st]
             if "ingest" in args.only:
-                log("1+2. ingest and memory")
-                csv_runs: dict[tuple[str, int], CsvRuns] = {}
+                mark(report, "1+2. ingest and memory")
                 for kind in kinds:
                     for n in sizes:
                         csv_runs[(kind, n)] = measure_csv(
@@ -153,12 +171,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                 report_ingest(report, csv_runs, puts, command)
             queries: dict[str, list[QueryResult]] = {}
             if "query" in args.only or "concurrency" in args.only:
-                log("3. query")
+                mark(report, "3. query")
                 for kind in kinds:
                     queries[kind] = measure_queries(query_servers[kind], small_runs, large_runs)
                 report_queries(report, queries, small_runs, large_runs)
             if "concurrency" in args.only:
-                log("4. concurrency")
+                mark(report, "4. concurrency")
                 conc: dict[str, list[ConcurrencyResult]] = {}
                 for kind in kinds:
                     conc[kind] = measure_concurrency(
@@ -177,11 +195,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                     },
                     {k: limits[k].nbytes / limits[k].limit / 1e6 for k in conc},
                 )
-            optional_sections(report, args, query_servers, st, csvs)
+                plotted = True
+            optional_sections(report, args, st, kinds, csv_runs)
             servers.close()
             if "batch" in args.only:
                 kind = "local" if "local" in kinds else kinds[0]
-                log(f"5. batch size ({kind})")
+                mark(report, f"5. batch size ({kind})")
                 batches = measure_batch_sizes(
                     st[kind].child("query"), workdir, BATCH_SIZES, args.repeats
                 )
@@ -192,7 +211,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     load = os.getloadavg()
     report.facts["load average at end"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     report.facts["benchmark wall time"] = f"{(time.monotonic() - started) / 60:.1f} min"
-    rel_plot = os.path.relpath(plot, args.out.parent) if plot.exists() else None
+    rel_plot = os.path.relpath(plot, args.out.parent) if plotted else None
     report.write(args.out, rel_plot)
     return report
 
@@ -200,11 +219,12 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
 def optional_sections(
     report: Report,
     args: argparse.Namespace,
-    servers: dict[str, Server],
-    st: dict[str, object],
-    csvs: dict[int, Path],
+    st: dict[str, Store],
+    kinds: Sequence[str],
+    csv_runs: dict[tuple[str, int], CsvRuns],
 ) -> None:
-    """Section 6: the HTTP shim's and ADBC's own benchmark modules, when they exist."""
+    """Section 6: the HTTP shim's and Flight SQL's own benchmark modules, when they exist."""
+    sec = None
     for name, what in (
         ("http", "`/v1/sql` JSON vs Flight for 500k rows, and `/v1/ingest`"),
         ("adbc", "ADBC (Flight SQL driver) vs plain Flight"),
@@ -214,10 +234,136 @@ def optional_sections(
         module = f"scripts.bench_{name}"
         if importlib.util.find_spec(module) is None:
             report.pending.append(
-                f"section 6 ({what}) is pending: `{module.replace('.', '/')}.py` does not "
-                "exist yet, so this run has no numbers for it."
+                f"section 6 ({what}): `{module.replace('.', '/')}.py` does not exist yet, so "
+                "this run has no numbers for it."
             )
             log(f"6. {name}: {module} not found; marked pending")
+            continue
+        if sec is None:
+            sec = report.section("6. Other front ends", "")
+        mark(report, f"6. {name}")
+        try:
+            if name == "adbc":
+                run_adbc(report, sec, st, kinds, args.repeats)
+            else:
+                run_http(report, sec, st, kinds, args.repeats, csv_runs)
+        except Exception as exc:  # another engineer's script: report it, keep the run
+            log(f"6. {name}: {module} failed: {exc!r}")
+            report.pending.append(
+                f"section 6 ({what}): `{module.replace('.', '/')}.py` failed in this run "
+                f"({type(exc).__name__}: {str(exc)[:200]}); no numbers for it."
+            )
+
+
+def run_adbc(
+    report: Report, sec: Section, st: dict[str, Store], kinds: Sequence[str], runs: int
+) -> None:
+    """scripts/bench_adbc.py (the Flight SQL engineer's): its own server, same run."""
+    from scripts import bench_adbc
+
+    rows = []
+    for kind in kinds:
+        store = st[kind].child("adbc")
+        result = bench_adbc.run(500_000, runs, store.url, store.s3)
+        ratio = result["ratio"]
+        rows.append(
+            [
+                kind,
+                fmt_s(result["flight_median_s"]),
+                fmt_s(result["adbc_median_s"]),
+                fmt_ratio(ratio),
+            ]
+        )
+        report.check(
+            "6. adbc",
+            f"ADBC fetch_arrow_table vs Flight do_get, 500k rows, {kind}",
+            fmt_ratio(ratio),
+            "(info)",
+            None,
+        )
+    sec.blocks.append(
+        f"ADBC, from `scripts/bench_adbc.py` (`run(500000, {runs}, ...)`): `SELECT *` of "
+        "500k rows through `adbc_driver_flightsql` (`execute` + `fetch_arrow_table`, including "
+        "Flight SQL's GetFlightInfo round trip) against plain Flight `do_get`, alternating, on "
+        "that script's own server process. Ratio = ADBC time / Flight time."
+    )
+    sec.blocks.append(md_table(["storage", "Flight do_get", "ADBC", "ratio"], rows))
+
+
+def run_http(
+    report: Report,
+    sec: Section,
+    st: dict[str, Store],
+    kinds: Sequence[str],
+    runs: int,
+    csv_runs: dict[tuple[str, int], CsvRuns],
+) -> None:
+    """scripts/bench_http.py (the HTTP engineer's): its own server, same run."""
+    from scripts import bench_http
+
+    rows, ingest_rows = [], []
+    for kind in kinds:
+        store = st[kind].child("http")
+        result = bench_http.run(500_000, runs, store.url, store.s3)
+        times = {name: median(values) for name, values in result["times"].items()}
+        flight_s = times["Flight do_get"]
+        for name, seconds in times.items():
+            rows.append(
+                [
+                    kind,
+                    name,
+                    fmt_s(seconds),
+                    fmt_mb(result["sizes"][name]),
+                    fmt_ratio(seconds / flight_s),
+                ]
+            )
+        json_ratio = times["HTTP JSON"] / flight_s
+        report.check(
+            "6. http",
+            f"/v1/sql JSON vs Flight do_get, 500k rows, {kind}",
+            f"Flight {json_ratio:.1f}x faster",
+            "Flight ≥ 20x faster",
+            json_ratio >= HTTP_JSON_TARGET,
+        )
+        before, peak = result["ingest_rss"]
+        limit = csv_runs.get((kind, 500_000))
+        ratio = median(limit.limit_seconds) / result["ingest_s"] if limit else None
+        ingest_rows.append(
+            [
+                kind,
+                fmt_s(result["ingest_s"]),
+                fmt_s(median(limit.limit_seconds)) if limit else "-",
+                fmt_ratio(ratio) if ratio else "-",
+                fmt_mb(before),
+                fmt_mb(peak),
+            ]
+        )
+        if ratio is not None:
+            report.check(
+                "1. ingest",
+                f"POST /v1/ingest (multipart), {kind}, 500,000 rows",
+                fmt_ratio(ratio),
+                "≥ 0.8x",
+                ratio >= 0.8,
+            )
+    sec.blocks.append(
+        f"HTTP, from `scripts/bench_http.py` (`run(500000, {runs}, ...)`, the HTTP engineer's "
+        "script, on its own server process with the HTTP shim): `SELECT *` of 500k rows over "
+        "Flight `do_get` and `POST /v1/sql` as Arrow IPC, JSON and CSV (whole body received), "
+        "alternating. Ratio = time / Flight time; target: Flight at least 20x faster than "
+        "JSON."
+    )
+    sec.blocks.append(md_table(["storage", "path", "median", "body", "vs Flight"], rows))
+    sec.blocks.append(
+        "`POST /v1/ingest` of the 500k-row CSV (multipart, one run on that script's fresh "
+        "server, no warm-up), against the in-process pyarrow limit of section 1."
+    )
+    sec.blocks.append(
+        md_table(
+            ["storage", "/v1/ingest", "limit", "ratio", "server RSS before", "server RSS peak"],
+            ingest_rows,
+        )
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

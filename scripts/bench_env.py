@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -277,6 +278,18 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def request_ms(self, method: str, dataset: str) -> float | None:
+        """The server's own duration of its last ``method`` on ``dataset``, from the
+        structured request log (one line per request: ``... dataset=NAME ... ms=N``)."""
+        pattern = re.compile(rf"\b{method}\b.*\bdataset={re.escape(dataset)}\s.*\bms=([\d.]+)")
+        found = None
+        with contextlib.suppress(OSError):
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                match = pattern.search(line)
+                if match:
+                    found = float(match.group(1))
+        return found
+
     def client(self) -> flight.FlightClient:
         return flight.FlightClient(self.location)
 
@@ -294,7 +307,15 @@ class Server:
 
 def cli_ingest(server: Server, csv: Path, name: str) -> float:
     """Seconds for `flightlake ingest CSV --name NAME --server ...`, as a user runs it."""
-    cmd = [*flightlake_command(), "ingest", str(csv), "--name", name, "--server", server.location]
+    cmd = [
+        *flightlake_command(),
+        "ingest",
+        str(csv.resolve()),
+        "--name",
+        name,
+        "--server",
+        server.location,
+    ]
     start = time.perf_counter()
     result = subprocess.run(
         cmd, cwd=server.workdir, env=clean_env({}), capture_output=True, text=True, check=False

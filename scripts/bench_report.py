@@ -43,6 +43,7 @@ class Report:
     checks: list[Check] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    loads: list[tuple[str, float]] = field(default_factory=list)
 
     def section(self, title: str, intro: str = "") -> Section:
         sec = Section(title, intro)
@@ -53,11 +54,17 @@ class Report:
         self.checks.append(Check(section, what, ratio, target, met))
 
     # -- rendering -----------------------------------------------------------------------
+    def ordered_checks(self) -> list[Check]:
+        return sorted(self.checks, key=lambda c: c.section.split(".")[0])
+
     def summary_rows(self) -> list[list[str]]:
-        return [[c.section, c.what, c.ratio, c.target, c.verdict] for c in self.checks]
+        return [[c.section, c.what, c.ratio, c.target, c.verdict] for c in self.ordered_checks()]
 
     def console_summary(self) -> str:
-        rows = [[c.section, c.what, c.ratio, c.target, c.verdict.strip("*")] for c in self.checks]
+        rows = [
+            [c.section, c.what, c.ratio, c.target, c.verdict.strip("*")]
+            for c in self.ordered_checks()
+        ]
         return plain_table(["section", "comparison", "ratio", "target", "verdict"], rows)
 
     def markdown(self, plot: str | None) -> str:
@@ -80,6 +87,14 @@ class Report:
                 "",
             ]
         out += ["## Machine", "", md_table(["", ""], [[k, v] for k, v in self.facts.items()]), ""]
+        if self.loads:
+            out += [
+                "1-minute load average when each section started (2 cores; above ~2 the "
+                "benchmark shared the CPUs with other work): "
+                + ", ".join(f"{name} {load:.2f}" for name, load in self.loads)
+                + ".",
+                "",
+            ]
         out += [
             "## Summary",
             "",
@@ -93,7 +108,7 @@ class Report:
             out += [f"- **TODO (pending):** {line}"]
         if self.pending:
             out.append("")
-        for sec in self.sections:
+        for sec in sorted(self.sections, key=lambda s: s.title):
             out += [f"## {sec.title}", ""]
             if sec.intro:
                 out += [sec.intro, ""]
