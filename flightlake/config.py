@@ -62,6 +62,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_list", int, 10_000, "Most datasets one listing returns."),
     Setting("tls_cert", str, "", "PEM certificate file; with tls_key, serves TLS on both ports."),
     Setting("tls_key", str, "", "PEM private key file for tls_cert."),
+    Setting(
+        "insecure",
+        bool,
+        False,
+        "Allow a non-loopback host with no [[tokens]] or [[users]] (no authentication).",
+    ),
+    Setting(
+        "session_ttl_seconds",
+        float,
+        43_200.0,
+        "Lifetime of the session tokens the Flight basic-auth handshake hands out.",
+    ),
     Setting("batch_rows", int, 65_536, "Rows per Arrow record batch in query results."),
     Setting("query_memory_limit", str, "2GB", "DuckDB memory limit for queries."),
     Setting("query_threads", int, 0, "DuckDB worker threads; 0 means one per core."),
@@ -129,6 +141,8 @@ class Settings:
     max_list: int = 10_000
     tls_cert: str = ""
     tls_key: str = ""
+    insecure: bool = False
+    session_ttl_seconds: float = 43_200.0
     batch_rows: int = 65_536
     query_memory_limit: str = "2GB"
     query_threads: int = 0
@@ -139,6 +153,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)
+    query_credentials: Credentials = field(default_factory=Credentials)
     principals: tuple[Principal, ...] = ()
 
     @property
@@ -150,6 +165,13 @@ class Settings:
 
 
 def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    if setting.type is bool and isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off", ""):
+            return False
+        raise InvalidInput(f"{origin}: {setting.name} must be true or false, got {value!r}")
     try:
         if setting.type is int and isinstance(value, str):
             return int(value.replace("_", ""))
@@ -172,7 +194,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _load_secrets(
     path: Path | None, env: Mapping[str, str]
-) -> tuple[Credentials, tuple[Principal, ...]]:
+) -> tuple[Credentials, Credentials, tuple[Principal, ...]]:
     data: dict[str, Any] = {}
     if path is not None and path.exists():
         data = _read_toml(path)
@@ -181,6 +203,12 @@ def _load_secrets(
         access_key_id=env.get("AWS_ACCESS_KEY_ID") or s3.get("access_key_id", ""),
         secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or s3.get("secret_access_key", ""),
         session_token=env.get("AWS_SESSION_TOKEN") or s3.get("session_token", ""),
+    )
+    query = s3.get("query", {})
+    query_creds = Credentials(
+        access_key_id=env.get("FLIGHTLAKE_QUERY_ACCESS_KEY_ID") or query.get("access_key_id", ""),
+        secret_access_key=env.get("FLIGHTLAKE_QUERY_SECRET_ACCESS_KEY")
+        or query.get("secret_access_key", ""),
     )
     principals: list[Principal] = []
     for entry in data.get("tokens", []):
@@ -191,7 +219,7 @@ def _load_secrets(
         principals.append(
             Principal(str(entry["username"]), _role(entry, path), password=str(entry["password"]))
         )
-    return creds, tuple(principals)
+    return creds, query_creds, tuple(principals)
 
 
 def _role(entry: Mapping[str, Any], path: Path | None) -> str:
@@ -242,5 +270,7 @@ def load_settings(
     )
     if env.get("FLIGHTLAKE_SECRETS_FILE") and not secrets_path.exists():
         raise InvalidInput(f"secrets file not found: {secrets_path}")
-    creds, principals = _load_secrets(secrets_path, env)
-    return Settings(**values, credentials=creds, principals=principals)
+    creds, query_creds, principals = _load_secrets(secrets_path, env)
+    return Settings(
+        **values, credentials=creds, query_credentials=query_creds, principals=principals
+    )

@@ -29,7 +29,7 @@ from flightlake.catalog import (
     validate_name,
 )
 from flightlake.config import Settings
-from flightlake.errors import Conflict, InvalidInput, NotFound, Unavailable
+from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, Unavailable
 from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
 from flightlake.query import QueryEngine, QueryParams
 from flightlake.storage import Storage
@@ -68,8 +68,10 @@ class Lake:
         self.catalog = Catalog(self.storage)
         self.load_warnings = self.catalog.load()
         self.engine = QueryEngine(settings, self.storage)
+        self._stale_views: set[str] = set()
+        self._views_lock = threading.Lock()
         for manifest in self.catalog.list():
-            self.engine.set_view(manifest.name, manifest.objects)
+            self._set_view(manifest)
         self.catalog.listeners.append(self._on_commit)
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
         self._active_ingests: dict[str, int] = {}
@@ -79,9 +81,38 @@ class Lake:
 
     def _on_commit(self, manifest: Manifest) -> None:
         if manifest.dropped:
+            with self._views_lock:
+                self._stale_views.discard(manifest.name)
             self.engine.drop_view(manifest.name)
         else:
+            self._set_view(manifest)
+
+    def _set_view(self, manifest: Manifest) -> None:
+        """Point the dataset's view at its objects. DuckDB reads Parquet metadata to do that;
+        when the store cannot answer, the view is marked stale and rebuilt before the next
+        query instead of failing the commit (already durable) or the server start."""
+        try:
             self.engine.set_view(manifest.name, manifest.objects)
+        except FlightlakeError as exc:
+            log.warning(
+                "view of %s not updated (will retry before the next query): %s", manifest.name, exc
+            )
+            with self._views_lock:
+                self._stale_views.add(manifest.name)
+            return
+        with self._views_lock:
+            self._stale_views.discard(manifest.name)
+
+    def _rebuild_stale_views(self) -> None:
+        with self._views_lock:
+            names = sorted(self._stale_views)
+        for name in names:
+            manifest = self.catalog.find(name)
+            if manifest is None:
+                with self._views_lock:
+                    self._stale_views.discard(name)
+            else:
+                self._set_view(manifest)
 
     # -- catalog -------------------------------------------------------------------------
     def datasets(self) -> list[Manifest]:
@@ -240,10 +271,31 @@ class Lake:
         self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
     ) -> pa.RecordBatchReader:
         """Run client SQL; the reader streams the result. ``params`` bind its placeholders."""
-        return self.engine.execute(sql, batch_rows, params)
+        if self._stale_views:
+            self._rebuild_stale_views()
+        try:
+            return self.engine.execute(sql, batch_rows, params)
+        except NotFound as exc:
+            raise self._unavailable_if_stale(exc) from exc
 
     def query_schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
-        return self.engine.schema(sql, params)
+        if self._stale_views:
+            self._rebuild_stale_views()
+        try:
+            return self.engine.schema(sql, params)
+        except NotFound as exc:
+            raise self._unavailable_if_stale(exc) from exc
+
+    def _unavailable_if_stale(self, exc: NotFound) -> FlightlakeError:
+        """A dataset whose view could not be built is unreachable, not unknown."""
+        with self._views_lock:
+            stale = [n for n in self._stale_views if f"name {n} does not" in str(exc)]
+        if stale:
+            return Unavailable(
+                f"dataset {stale[0]!r} cannot be read now: the object store "
+                "did not answer; retry shortly"
+            )
+        return exc
 
     # -- housekeeping --------------------------------------------------------------------
     def gc(self, grace_seconds: float | None = None) -> list[str]:
@@ -291,7 +343,7 @@ class Lake:
             self.engine.drop_view(name)
         for name, manifest in after.items():
             if before.get(name) != manifest.version:
-                self.engine.set_view(name, manifest.objects)
+                self._set_view(manifest)
         return warnings
 
     def health(self) -> dict[str, object]:

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from flightlake.config import Settings
-from flightlake.errors import NotFound, QueryError, Unavailable
+from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
 from flightlake.storage import Storage
 
 log = logging.getLogger("flightlake.query")
@@ -131,7 +131,10 @@ class QueryEngine:
         urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
         sql = f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM read_parquet([{urls}])"
         with self._ddl:
-            self._con.execute(sql)
+            try:
+                self._con.execute(sql)
+            except duckdb.Error as exc:  # reading Parquet metadata failed: the store
+                raise StorageError(f"cannot read the objects of {name}: {exc}") from exc
 
     def drop_view(self, name: str) -> None:
         with self._ddl:

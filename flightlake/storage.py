@@ -222,17 +222,20 @@ class Storage:
         return self._boto
 
     def duckdb_s3(self) -> dict[str, str]:
-        """Connection facts DuckDB's httpfs needs to read this bucket."""
+        """Connection facts DuckDB's httpfs needs to read this bucket: the read-only query
+        credential when one is configured (``[s3.query]`` in the secrets file), else the
+        main one."""
         endpoint = self.settings.s3_endpoint
+        creds = self.settings.query_credentials or self.settings.credentials
         parsed = urlparse(endpoint) if endpoint else None
         return {
             "endpoint": parsed.netloc if parsed else "",
             "use_ssl": "false" if parsed and parsed.scheme == "http" else "true",
             "region": self.settings.s3_region,
             "url_style": "path" if parsed else "vhost",
-            "key_id": self.settings.credentials.access_key_id,
-            "secret": self.settings.credentials.secret_access_key,
-            "session_token": self.settings.credentials.session_token,
+            "key_id": creds.access_key_id,
+            "secret": creds.secret_access_key,
+            "session_token": creds.session_token,
         }
 
 

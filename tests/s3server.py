@@ -36,6 +36,8 @@ from tests.helpers import GRPC_PORT_OFFSET, free_ports_with_grpc
 
 ACCESS_KEY = "flightlake-test"
 SECRET_KEY = "flightlake-test-secret"  # a throwaway credential for the local test server
+READ_ACCESS_KEY = "flightlake-reader"  # a read-only identity (for the query path's credential)
+READ_SECRET_KEY = "flightlake-reader-secret"
 REGION = "us-east-1"
 
 # Ports are chosen just before `weed` binds them; retry when another process wins the race.
@@ -293,7 +295,12 @@ class SeaweedS3:
                     "name": "flightlake-test",
                     "credentials": [{"accessKey": self._access_key, "secretKey": self._secret_key}],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
+                },
+                {
+                    "name": "flightlake-reader",
+                    "credentials": [{"accessKey": READ_ACCESS_KEY, "secretKey": READ_SECRET_KEY}],
+                    "actions": ["Read", "List"],
+                },
             ]
         }
         config = workdir / "identities.json"

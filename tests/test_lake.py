@@ -405,3 +405,25 @@ def test_ragged_row_far_into_the_file_names_its_line(lake: Lake, monkeypatch) ->
     with pytest.raises(InvalidInput, match="line 2501 has 3 fields"):
         lake.ingest_csv("ragged", ["\n".join(lines).encode() + b"\n"])
     assert data_keys(lake) == set()
+
+
+@pytest.mark.s3
+def test_query_path_uses_the_read_only_credential(s3_server, s3_bucket: str) -> None:
+    from flightlake.config import Credentials
+    from tests.s3server import READ_ACCESS_KEY, READ_SECRET_KEY
+
+    url = f"s3://{s3_bucket}/lake"
+    reader = Credentials(READ_ACCESS_KEY, READ_SECRET_KEY)
+    lake = Lake(make_settings(url, s3_server, query_credentials=reader))
+    try:
+        t = table(50)
+        lake.ingest_arrow("ro", t.schema, t.to_batches())  # ingest uses the main credential
+        assert rows(lake, "SELECT count(*) AS n FROM ro") == [{"n": 50}]
+    finally:
+        lake.close()
+    wrong = Lake(make_settings(url, s3_server, query_credentials=Credentials("nobody", "x")))
+    try:
+        with pytest.raises((QueryError, Unavailable)):
+            rows(wrong, "SELECT count(*) AS n FROM ro")
+    finally:
+        wrong.close()
