@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from scripts.bench_analysis import add_analysis
 from scripts.bench_env import (
     BENCH_DIR,
     ROOT,
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     finally:
         if not args.keep:
             remove_tree(workdir)
+    add_analysis(report, csv_runs)
     load = os.getloadavg()
     report.facts["load average at end"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     report.facts["benchmark wall time"] = f"{(time.monotonic() - started) / 60:.1f} min"

@@ -117,7 +117,11 @@ class Report:
             if plot and sec.title.startswith("4."):
                 out += [f"![throughput against concurrency]({plot})", ""]
         if self.notes:
-            out += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
+            out += (
+                ["## Missed targets: where the time and memory go", ""]
+                + [f"- {n}" for n in self.notes]
+                + [""]
+            )
         return "\n".join(out)
 
     def write(self, path: Path, plot: str | None) -> None:
