@@ -11,6 +11,7 @@ import signal
 import threading
 from types import FrameType
 
+from flightlake.auth import Authenticator, check_exposure
 from flightlake.config import Settings
 from flightlake.errors import InvalidInput
 from flightlake.flight.server import FlightServer
@@ -35,22 +36,28 @@ def tls_kwargs(settings: Settings) -> dict[str, object]:
         return {"tls_certificates": [(cert.read(), key.read())]}
 
 
-def build_flight_server(lake: Lake, settings: Settings) -> FlightServer:
-    return FlightServer(lake, flight_location(settings), **tls_kwargs(settings))
+def build_flight_server(
+    lake: Lake, settings: Settings, auth: Authenticator | None = None
+) -> FlightServer:
+    return FlightServer(lake, flight_location(settings), auth, **tls_kwargs(settings))
 
 
 def run(settings: Settings, verbose: bool = False) -> None:
     """Serve until SIGINT / SIGTERM."""
     setup_logging(settings.log_level, settings.log_format, verbose)
+    exposure = check_exposure(settings)  # refuses before anything is built or bound
+    if exposure:
+        log.warning(exposure)
+    auth = Authenticator.from_settings(settings)  # one for both ports: sessions work on both
     lake = Lake(settings)
     for warning in lake.load_warnings:
         log.warning(warning)
-    server = build_flight_server(lake, settings)
+    server = build_flight_server(lake, settings, auth)
     lake.start_sweeper(settings.gc_interval_seconds)
     stopping = threading.Event()
     ready = threading.Event()  # /health answers 200 only while set: lake built, Flight serving
     try:
-        http = start_http(lake, settings, ready.is_set) if settings.http_port else None
+        http = start_http(lake, settings, ready.is_set, auth=auth) if settings.http_port else None
     except BaseException:
         server.shutdown()
         lake.close()
@@ -67,9 +74,10 @@ def run(settings: Settings, verbose: bool = False) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "flight serving on %s (storage %s)",
+        "flight serving on %s (storage %s, %s)",
         flight_location(settings).replace(f":{settings.flight_port}", f":{server.port}"),
         lake.storage.describe(),
+        f"{len(auth.principals)} principals" if auth.enabled else "no authentication",
     )
     if http is not None:
         log.info("http serving on %s", http.url)

@@ -16,9 +16,6 @@ that serves Flight, over the same Lake.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import logging
 import socket
@@ -47,8 +44,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flightlake import observe
+from flightlake.auth import Authenticator
 from flightlake.catalog import validate_name
-from flightlake.config import Principal, Settings
+from flightlake.config import Settings
 from flightlake.encode import encode_result
 from flightlake.errors import (
     Conflict,
@@ -362,43 +360,21 @@ class ResultStream(StreamingResponse):
             )
 
 
-def authenticate(principals: tuple[Principal, ...], header: str) -> Principal | None:
-    """The principal an Authorization header (Bearer token or Basic user:password) names."""
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() == "bearer":
-        secret, known = credential.strip(), [(p, p.token) for p in principals]
-    elif scheme.lower() == "basic":
-        try:
-            user, _, secret = base64.b64decode(credential).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return None
-        known = [(p, p.password) for p in principals if p.name == user]
-    else:
-        return None
-    given = secret.encode()
-    return next((p for p, s in known if s and hmac.compare_digest(s.encode(), given)), None)
-
-
 # -- handlers --------------------------------------------------------------------------------
 class Api:
     """The endpoints; each one decodes the request, calls the lake and encodes the answer."""
 
-    def __init__(self, lake: Lake, settings: Settings, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, lake: Lake, settings: Settings, ready: Callable[[], bool], auth: Authenticator
+    ) -> None:
         self.lake = lake
         self.settings = settings
         self.ready = ready
+        self.auth = auth
 
     def authorize(self, request: Request, write: bool = False) -> None:
         """With tokens or users configured, require a bearer token (or basic auth)."""
-        if not self.settings.principals:
-            return
-        found = authenticate(self.settings.principals, request.headers.get("authorization", ""))
-        if found is None:
-            raise Unauthenticated(
-                "missing or unknown credentials: send 'Authorization: Bearer <token>'"
-            )
-        if write and found.role != "write":
-            raise Forbidden(f"{found.name!r} has role {found.role!r}; this call needs 'write'")
+        self.auth.authorize(request.headers.get("authorization", ""), write)
 
     async def health(self, request: Request) -> Response:
         if not self.ready():
@@ -492,9 +468,16 @@ def _sql_text(body: bytes) -> str:
     return str(doc["sql"])
 
 
-def create_app(lake: Lake, settings: Settings, ready: Callable[[], bool] | None = None) -> ASGIApp:
-    """The Starlette app over ``lake``; ``ready`` says when /health may answer 200."""
-    api = Api(lake, settings, ready or (lambda: True))
+def create_app(
+    lake: Lake,
+    settings: Settings,
+    ready: Callable[[], bool] | None = None,
+    auth: Authenticator | None = None,
+) -> ASGIApp:
+    """The Starlette app over ``lake``; ``ready`` says when /health may answer 200; ``auth``
+    (default: one from ``settings``) may be shared with the Flight server."""
+    auth = auth if auth is not None else Authenticator.from_settings(settings)
+    api = Api(lake, settings, ready or (lambda: True), auth)
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
@@ -642,10 +625,14 @@ class HttpServer:
 
 
 def start_http(
-    lake: Lake, settings: Settings, ready: Callable[[], bool] | None = None, port: int | None = None
+    lake: Lake,
+    settings: Settings,
+    ready: Callable[[], bool] | None = None,
+    port: int | None = None,
+    auth: Authenticator | None = None,
 ) -> HttpServer:
     """Serve the /v1 shim for ``lake`` on settings.host:http_port (or ``port``)."""
-    app = create_app(lake, settings, ready)
+    app = create_app(lake, settings, ready, auth)
     server = HttpServer(
         app,
         settings.host,

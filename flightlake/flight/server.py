@@ -2,6 +2,9 @@
 
 Errors leave through one decorator, ``flight_errors``, which maps the flightlake hierarchy to
 gRPC codes (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED).
+With principals configured, ``flight.auth``'s middleware authenticates every call before a
+handler runs; the handlers that write (do_put, the ``drop`` and ``gc`` actions) also call
+``require_write`` once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from flightlake import observe
+from flightlake.auth import Authenticator
 from flightlake.catalog import Manifest
 from flightlake.errors import (
     Conflict,
@@ -28,6 +32,7 @@ from flightlake.errors import (
     Unauthenticated,
     Unavailable,
 )
+from flightlake.flight import auth as flight_auth
 from flightlake.flight import tickets
 from flightlake.lake import Lake
 
@@ -42,6 +47,7 @@ ACTIONS = {
     "gc": "Delete unreferenced objects older than the grace period; body: optional seconds.",
     "refresh": "Re-read the catalog from the object store.",
 }
+WRITE_ACTIONS = frozenset({"drop", "gc"})  # need the write role; the others need read
 
 
 def to_flight_error(exc: FlightlakeError) -> Exception:
@@ -141,15 +147,27 @@ class Counted:
 
 
 class FlightServer(flight.FlightServerBase):
-    """Plain Flight over a Lake. Build the lake first: the base class serves at once."""
+    """Plain Flight over a Lake. Build the lake first: the base class serves at once.
 
-    def __init__(self, lake: Lake, location: str, **kwargs: Any) -> None:
+    ``auth`` defaults to one built from the lake's settings; pass the HTTP server's own to
+    share the session tokens the basic-auth handshake issues.
+    """
+
+    def __init__(
+        self, lake: Lake, location: str, auth: Authenticator | None = None, **kwargs: Any
+    ) -> None:
         self.lake = lake
+        self.auth = auth if auth is not None else Authenticator.from_settings(lake.settings)
+        kwargs = flight_auth.server_options(self.auth, kwargs)
         observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
         self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
         super().__init__(location, **kwargs)
+
+    def require_write(self, context: Any) -> None:
+        """Raise Forbidden unless the caller's role is ``write`` (no-op without principals)."""
+        self.auth.require(flight_auth.principal(context), write=True)
 
     # -- catalog -------------------------------------------------------------------------
     def flight_info(self, manifest: Manifest) -> flight.FlightInfo:
@@ -205,7 +223,10 @@ class FlightServer(flight.FlightServerBase):
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
-        if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
+        cmd = self.sql.command(descriptor) if self.sql is not None else None
+        if cmd is None or cmd.name == "CommandStatementIngest":  # not binding parameters
+            self.require_write(context)
+        if self.sql is not None and cmd is not None:
             return self.sql.do_put(cmd, reader, writer)
         start = time.perf_counter()
         command = tickets.parse_put(descriptor)
@@ -245,6 +266,8 @@ class FlightServer(flight.FlightServerBase):
         start = time.perf_counter()
         body = action.body.to_pybytes() if action.body is not None else b""
         kind = action.type
+        if kind in WRITE_ACTIONS:
+            self.require_write(context)
         if kind == "health":
             out: Any = self.lake.health()
         elif kind == "drop":
