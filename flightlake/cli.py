@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -83,6 +84,12 @@ def main(verbose: bool) -> None:
 @click.option("--http-port", type=int, help="HTTP port (default 3110; 0 disables).")
 @click.option("--tls-cert", help="PEM certificate for TLS.")
 @click.option("--tls-key", help="PEM key for TLS.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Allow a non-loopback --host with no tokens or users configured (no authentication).",
+)
 @cli_errors
 def serve(config_file: str | None, **flags: Any) -> None:
     """Run the Flight (and HTTP) server until interrupted."""
@@ -95,18 +102,78 @@ def serve(config_file: str | None, **flags: Any) -> None:
 
 
 # -- client commands -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Remote:
+    """Where a client command connects and with which credentials."""
+
+    server: str
+    token: str | None = field(default=None, repr=False)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: str | None = None
+
+    def connect(self) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
+        """A client and the call options (authorization header) for every call."""
+        if self.token and self.user:
+            raise click.UsageError("give either --token or --user/--password, not both")
+        if self.user and self.password is None:
+            raise click.UsageError("--user needs --password (or FLIGHTLAKE_PASSWORD)")
+        kwargs: dict[str, Any] = {}
+        if self.tls_ca:
+            kwargs["tls_root_certs"] = Path(self.tls_ca).read_bytes()
+        client = flight.FlightClient(self.server, **kwargs)
+        headers: list[tuple[bytes, bytes]] = []
+        if self.token:
+            headers.append((b"authorization", b"Bearer " + self.token.encode()))
+        elif self.user:
+            assert self.password is not None
+            headers.append(client.authenticate_basic_token(self.user, self.password))
+        return client, flight.FlightCallOptions(headers=headers)
+
+
 def server_option(func: F) -> F:
-    return click.option(
-        "--server",
-        default=lambda: os.environ.get("FLIGHTLAKE_SERVER", DEFAULT_SERVER),
-        show_default=DEFAULT_SERVER,
-        help="Flight server location (env FLIGHTLAKE_SERVER).",
-    )(func)
+    """--server and the credential / TLS options, handed to the command as ``remote``."""
 
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        server: str,
+        token: str | None,
+        user: str | None,
+        password: str | None,
+        tls_ca: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        return func(*args, remote=Remote(server, token, user, password, tls_ca), **kwargs)
 
-def connect(server: str) -> flight.FlightClient:
-    client = flight.FlightClient(server)
-    return client
+    options = [
+        click.option(
+            "--server",
+            default=lambda: os.environ.get("FLIGHTLAKE_SERVER", DEFAULT_SERVER),
+            show_default=DEFAULT_SERVER,
+            help="Flight server location, grpc:// or grpc+tls:// (env FLIGHTLAKE_SERVER).",
+        ),
+        click.option(
+            "--token", envvar="FLIGHTLAKE_TOKEN", help="Bearer token (env FLIGHTLAKE_TOKEN)."
+        ),
+        click.option(
+            "--user", envvar="FLIGHTLAKE_USER", help="Username, basic auth (env FLIGHTLAKE_USER)."
+        ),
+        click.option(
+            "--password",
+            envvar="FLIGHTLAKE_PASSWORD",
+            help="Password for --user (env FLIGHTLAKE_PASSWORD).",
+        ),
+        click.option(
+            "--tls-ca",
+            envvar="FLIGHTLAKE_TLS_CA",
+            type=click.Path(exists=True, dir_okay=False),
+            help="PEM CA certificate to trust for a grpc+tls:// server (env FLIGHTLAKE_TLS_CA).",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return cast(F, wrapper)
 
 
 def _file_format(path: Path, fmt: str | None) -> str:
@@ -137,13 +204,13 @@ def _file_format(path: Path, fmt: str | None) -> str:
 )
 @server_option
 @cli_errors
-def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> None:
+def ingest(file: Path, name: str, mode: str, fmt: str | None, remote: Remote) -> None:
     """Stream FILE (CSV, Parquet or Arrow IPC) into dataset NAME."""
     from tqdm import tqdm
 
     fmt = _file_format(file, fmt)
     size = file.stat().st_size
-    client = connect(server)
+    client, options = remote.connect()
     command = {"ingest": name, "format": "csv" if fmt == "csv" else "arrow", "mode": mode}
     descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
     with tqdm(
@@ -151,7 +218,7 @@ def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> No
     ) as bar:
         if fmt == "csv":
             schema = pa.schema([("data", pa.binary())])
-            writer, meta = client.do_put(descriptor, schema)
+            writer, meta = client.do_put(descriptor, schema, options)
             with writer:
                 for batch in _csv_batches(file, bar.update):
                     writer.write_batch(batch)
@@ -159,7 +226,7 @@ def ingest(file: Path, name: str, mode: str, fmt: str | None, server: str) -> No
                 answer = meta.read()
         else:
             reader = _arrow_source(file, fmt)
-            writer, meta = client.do_put(descriptor, reader.schema)
+            writer, meta = client.do_put(descriptor, reader.schema, options)
             with writer:
                 per_row = size / max(1, _row_estimate(file, fmt))
                 for batch in reader:
@@ -225,9 +292,10 @@ def _row_estimate(path: Path, fmt: str) -> int:
 )
 @server_option
 @cli_errors
-def sql(query: str, fmt: str, server: str) -> None:
+def sql(query: str, fmt: str, remote: Remote) -> None:
     """Run a SQL query and print the result."""
-    reader = connect(server).do_get(flight.Ticket(query.encode()))
+    client, options = remote.connect()
+    reader = client.do_get(flight.Ticket(query.encode()), options)
     _print_stream(reader.to_reader(), fmt)
 
 
@@ -268,9 +336,10 @@ def _render_table(table: pa.Table, limit: int = 1000) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print manifests as JSON.")
 @server_option
 @cli_errors
-def datasets(as_json: bool, server: str) -> None:
+def datasets(as_json: bool, remote: Remote) -> None:
     """List datasets."""
-    results = list(connect(server).do_action(flight.Action("list", b"")))
+    client, options = remote.connect()
+    results = list(client.do_action(flight.Action("list", b""), options))
     manifests = json.loads(results[0].body.to_pybytes()) if results else []
     if as_json:
         click.echo(json.dumps(manifests, indent=2))
@@ -291,9 +360,10 @@ def datasets(as_json: bool, server: str) -> None:
 @click.argument("name")
 @server_option
 @cli_errors
-def drop(name: str, server: str) -> None:
+def drop(name: str, remote: Remote) -> None:
     """Drop dataset NAME."""
-    list(connect(server).do_action(flight.Action("drop", name.encode())))
+    client, options = remote.connect()
+    list(client.do_action(flight.Action("drop", name.encode()), options))
     click.echo(f"dropped {name}")
 
 
@@ -301,9 +371,10 @@ def drop(name: str, server: str) -> None:
 @click.option("--grace", type=float, help="Only delete objects older than this (seconds).")
 @server_option
 @cli_errors
-def gc(grace: float | None, server: str) -> None:
+def gc(grace: float | None, remote: Remote) -> None:
     """Delete objects no dataset references (older than the grace period)."""
     body = str(grace).encode() if grace is not None else b""
-    results = list(connect(server).do_action(flight.Action("gc", body)))
+    client, options = remote.connect()
+    results = list(client.do_action(flight.Action("gc", body), options))
     deleted = json.loads(results[0].body.to_pybytes())["deleted"] if results else []
     click.echo(f"deleted {len(deleted)} unreferenced objects")
