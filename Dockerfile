@@ -1,7 +1,7 @@
 # flightlake: Arrow Flight (and Flight SQL) on 8815, the HTTP /v1 shim on 3110.
 #
 #   docker build -t flightlake .
-#   docker run --rm -p 127.0.0.1:8815:8815 -p 127.0.0.1:3110:3110 flightlake
+#   docker run --rm -p 127.0.0.1:8815:8815 -p 127.0.0.1:3110:3110 -e FLIGHTLAKE_INSECURE=1 flightlake
 #
 # Every dependency is installed at the exact version in constraints.txt (the versions CI
 # tests). docker-compose.yml runs this image beside MinIO; tests/test_deploy.py checks this
