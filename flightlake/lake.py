@@ -76,6 +76,7 @@ class Lake:
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
         self._active_ingests: dict[str, int] = {}
         self._active_lock = threading.Lock()
+        self._retired: dict[str, float] = {}  # key -> when an overwrite unreferenced it
         self._closed = threading.Event()
         log.info("lake ready: %s, %d datasets", self.storage.describe(), len(self.catalog.list()))
 
@@ -251,7 +252,10 @@ class Lake:
         self._delete_quietly(unused)
         if replaced:
             # Old objects of an overwritten version: in-flight queries may still read them,
-            # so they are left to the gc sweep (after its grace period) rather than deleted.
+            # so they are left to the gc sweep, which waits a grace period counted from now.
+            now = time.time()
+            with self._active_lock:
+                self._retired.update(dict.fromkeys(replaced[0].objects, now))
             log.info(
                 "dataset %s overwritten; %d old objects await gc", name, len(replaced[0].objects)
             )
@@ -289,7 +293,7 @@ class Lake:
     def _unavailable_if_stale(self, exc: NotFound) -> FlightlakeError:
         """A dataset whose view could not be built is unreachable, not unknown."""
         with self._views_lock:
-            stale = [n for n in self._stale_views if f"name {n} does not" in str(exc)]
+            stale = [n for n in self._stale_views if f"dataset {n!r} not found" in str(exc)]
         if stale:
             return Unavailable(
                 f"dataset {stale[0]!r} cannot be read now: the object store "
@@ -304,12 +308,22 @@ class Lake:
         self.refresh()
         referenced = self.catalog.referenced_keys()
         cutoff = time.time() - grace
+        with self._active_lock:
+            # objects of ingests running in this process are never swept, however old
+            busy = tuple(f"{DATA_PREFIX}/{name}/" for name in self._active_ingests)
+            retired = dict(self._retired)
         doomed = [
             o.key
             for o in self.storage.list(DATA_PREFIX)
-            if o.key not in referenced and o.mtime <= cutoff
+            if o.key not in referenced
+            and not o.key.startswith(busy)
+            # unreferenced since an overwrite: the grace counts from then; else from writing
+            and retired.get(o.key, o.mtime) <= cutoff
         ]
         self._delete_quietly(doomed)
+        with self._active_lock:
+            for key in doomed:
+                self._retired.pop(key, None)
         if doomed:
             log.info("gc removed %d unreferenced objects", len(doomed))
         return doomed

@@ -49,7 +49,8 @@ _DENIED_FUNCTIONS = frozenset(
         "current_schemas",
     }
 )
-_SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
+_SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pragma_", "pg_", "information_schema")
+CATALOG = "flightlake"  # the database the views live in: flightlake.main.<dataset>
 
 
 def httpfs_extension_path() -> str:
@@ -96,7 +97,10 @@ class QueryEngine:
         if settings.query_threads > 0:
             config["threads"] = settings.query_threads
         self._con = duckdb.connect(":memory:", config=config)
+        self._con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+        self._con.execute(f"USE {CATALOG}")
         self._ddl = threading.Lock()
+        self._views: set[str] = set()
         self._count_lock = threading.Lock()
         self._active = 0
         if storage.is_s3:
@@ -135,10 +139,12 @@ class QueryEngine:
                 self._con.execute(sql)
             except duckdb.Error as exc:  # reading Parquet metadata failed: the store
                 raise StorageError(f"cannot read the objects of {name}: {exc}") from exc
+            self._views.add(name)
 
     def drop_view(self, name: str) -> None:
         with self._ddl:
             self._con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
+            self._views.discard(name)
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
@@ -169,7 +175,16 @@ class QueryEngine:
         tree = json.loads(row[0]) if row else {"error": True}
         if tree.get("error"):
             raise QueryError(f"SQL error: {tree.get('error_message', 'cannot parse')}")
-        for node in _walk(tree["statements"]):
+        nodes = list(_walk(tree["statements"]))
+        ctes = {
+            str(entry.get("key", "")).lower()
+            for node in nodes
+            if isinstance(node.get("cte_map"), dict)
+            for entry in node["cte_map"].get("map", [])
+        }
+        with self._ddl:
+            views = {v.lower() for v in self._views}
+        for node in nodes:
             kind = node.get("type")
             if kind == "TABLE_FUNCTION":
                 name = str(node.get("function", {}).get("function_name", "")).lower()
@@ -178,21 +193,39 @@ class QueryEngine:
                         f"not allowed: table function {name}(); query the datasets by name"
                     )
             elif kind == "BASE_TABLE":
-                table = str(node.get("table_name", ""))
-                schema = str(node.get("schema_name", "")).lower()
-                if schema in _SYSTEM_SCHEMAS or any(c in table for c in "/:.\\"):
-                    raise QueryError(
-                        f"not allowed: {'.'.join(p for p in (schema, table) if p)} is not a dataset"
-                    )
+                self._check_table(node, views, ctes)
             elif node.get("class") == "FUNCTION":
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
                     raise QueryError(f"not allowed: function {name}()")
 
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own for one request, looking at the flightlake catalog."""
+        cursor = self._con.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return cursor
+
+    @staticmethod
+    def _check_table(node: dict[str, Any], views: set[str], ctes: set[str]) -> None:
+        """A table reference must name a dataset (or a CTE of the query): DuckDB's built-in
+        views (sqlite_master, duckdb_views, information_schema...) would show object paths,
+        and a quoted path would read a file directly."""
+        table = str(node.get("table_name", ""))
+        schema = str(node.get("schema_name", "")).lower()
+        catalog = str(node.get("catalog_name", "")).lower()
+        qualified = ".".join(p for p in (catalog, schema, table) if p)
+        if catalog not in ("", CATALOG) or schema not in ("", "main"):
+            raise QueryError(f"not allowed: {qualified} is not a dataset")
+        if table.lower() in views or (not schema and table.lower() in ctes):
+            return
+        if any(c in table for c in "/:\\") or table.lower().startswith(_SYSTEM_PREFIXES):
+            raise QueryError(f"not allowed: {qualified} is not a dataset")
+        raise NotFound(f"dataset {table!r} not found")
+
     def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
         """The result schema of ``sql`` without running it to completion."""
         self.check(sql)
-        cursor = self._con.cursor()
+        cursor = self._cursor()
         try:
             rel = cursor.sql(sql, params=params)
             return rel.limit(0).to_arrow_table().schema
@@ -213,7 +246,7 @@ class QueryEngine:
         after ``query_timeout`` seconds or when the reader is closed early.
         """
         self.check(sql)
-        cursor = self._con.cursor()
+        cursor = self._cursor()
         timer = threading.Timer(self.settings.query_timeout, cursor.interrupt)
         timer.daemon = True
         timer.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -427,3 +428,68 @@ def test_query_path_uses_the_read_only_credential(s3_server, s3_bucket: str) -> 
             rows(wrong, "SELECT count(*) AS n FROM ro")
     finally:
         wrong.close()
+
+
+def test_gc_grace_counts_from_the_overwrite_not_the_write(lake: Lake) -> None:
+    """Regression: objects replaced by an overwrite were swept at once when they had been
+    written long ago, under queries that may still read them."""
+    t = table(5)
+    lake.ingest_arrow("old", t.schema, t.to_batches())
+    old = set(lake.dataset("old").objects)
+    time.sleep(1.2)
+    lake.ingest_arrow("old", t.schema, t.to_batches(), mode="overwrite")
+    assert lake.gc(grace_seconds=1) == []  # written > 1 s ago, but unreferenced just now
+    time.sleep(1.2)
+    assert set(lake.gc(grace_seconds=1)) == old
+
+
+def test_gc_never_sweeps_a_running_ingest(lake: Lake) -> None:
+    """Regression: an ingest running longer than the grace period lost its early objects."""
+    t = table(300_000)
+    seen: list[list[str]] = []
+
+    def batches():
+        for i, batch in enumerate(t.to_batches(max_chunksize=100_000)):
+            if i == 2:  # the first row group is written by now
+                seen.append(lake.gc(grace_seconds=0))
+            yield batch
+
+    lake.ingest_arrow("long", t.schema, batches())
+    assert seen == [[]]
+    assert rows(lake, "SELECT count(*) AS n FROM long") == [{"n": 300_000}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sql FROM sqlite_master",
+        "SELECT * FROM sqlite_schema",
+        "SELECT * FROM duckdb_views",
+        "SELECT * FROM duckdb_columns",
+        "SELECT * FROM duckdb_databases",
+        "SELECT * FROM pragma_database_list",
+        "SELECT * FROM system.main.duckdb_views",
+        "SELECT * FROM memory.main.t",
+        "SELECT * FROM pg_tables",
+    ],
+)
+def test_sandbox_hides_duckdb_builtin_views(lake: Lake, sql: str) -> None:
+    """Regression: built-in views such as sqlite_master showed each view's SQL with the
+    object paths (and so the bucket layout)."""
+    lake.ingest_csv("t", [b"a\n1\n"])
+    with pytest.raises(QueryError, match="not allowed"):
+        rows(lake, sql)
+
+
+def test_datasets_resolve_plain_and_qualified(lake: Lake) -> None:
+    lake.ingest_csv("t", [b"a\n1\n"])
+    for sql in (
+        "SELECT a FROM t",
+        "SELECT a FROM main.t",
+        "SELECT a FROM flightlake.main.t",
+        'SELECT a FROM "T"',
+        "WITH t2 AS (SELECT * FROM t) SELECT a FROM t2",
+    ):
+        assert rows(lake, sql) == [{"a": 1}], sql
+    with pytest.raises(NotFound, match="dataset 'nope' not found"):
+        rows(lake, "SELECT * FROM nope")
