@@ -145,7 +145,13 @@ def record(
         INGEST_SECONDS.observe(seconds)
     elif kind == "query" and code == "ok":
         QUERY_SECONDS.observe(seconds)
-    line = {"frontend": frontend, "method": method, "code": code, **fields}
+    line = {
+        "frontend": frontend,
+        "method": method,
+        "code": code,
+        "request_id": REQUEST_ID.get(),
+        **fields,
+    }
     for key, value in (
         ("rows_in", rows_in),
         ("bytes_in", bytes_in),
@@ -156,7 +162,10 @@ def record(
             line[key] = value
     line["ms"] = round(seconds * 1000, 1)
     reqlog.info(
-        "%s %s", method, " ".join(f"{k}={_fmt(v)}" for k, v in line.items()), extra={"fields": line}
+        "%s %s",
+        method,
+        " ".join(f"{k}={_fmt(v)}" for k, v in line.items() if k != "request_id"),
+        extra={"fields": line},
     )
 
 

@@ -107,3 +107,14 @@ def test_setup_logging_json_format(capsys) -> None:
         assert json.loads(err)["message"] == "hello world"
     finally:
         logging.getLogger().handlers.clear()
+
+
+def test_do_get_log_line_has_request_id_and_plain_sql(tmp_path: Path, caplog) -> None:
+    """Regression: do_get lines were logged from the stream's thread without the request id,
+    and their sql field was JSON-encoded twice."""
+    caplog.set_level(logging.INFO, logger="flightlake.request")
+    with flight_server(make_settings(str(tmp_path / "lake"))) as srv:
+        srv.client.do_get(flight.Ticket(b"SELECT 'a b' AS x")).read_all()
+    [line] = [r for r in caplog.records if getattr(r, "fields", {}).get("method") == "do_get"]
+    assert line.fields["sql"] == "SELECT 'a b' AS x"
+    assert line.fields["request_id"] != "-"

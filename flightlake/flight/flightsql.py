@@ -369,11 +369,12 @@ class FlightSqlHandler:
         cmd: Command,
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
+        context: Any = None,
     ) -> None:
         msg = cmd.message
         if cmd.name == "CommandStatementIngest":
             assert msg is not None
-            self._ingest(msg, reader, writer)
+            self._ingest(msg, reader, writer, context)
         elif cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             self._bind(msg.prepared_statement_handle, reader, writer)
@@ -402,6 +403,7 @@ class FlightSqlHandler:
         msg: Message,
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
+        context: Any = None,
     ) -> None:
         start = time.perf_counter()
         _refuse_transaction(msg)
@@ -416,17 +418,18 @@ class FlightSqlHandler:
         mode = self._ingest_mode(msg.table, msg.table_definition_options)
         counter = {"bytes": 0}
         result = self.lake.ingest_arrow(
-            msg.table, reader.schema, _arrow_batches(reader, counter), mode
+            msg.table, reader.schema, _arrow_batches(reader, counter, context), mode
         )
         done = pb.DoPutUpdateResult(record_count=result.rows_written)
         writer.write(pa.py_buffer(done.SerializeToString()))
         _log(
             "flightsql.ingest",
             start,
+            kind="ingest",
             dataset=msg.table,
             mode=mode,
-            rows=result.rows_written,
-            bytes=counter["bytes"],
+            rows_in=result.rows_written,
+            bytes_in=counter["bytes"],
             version=result.version,
         )
 

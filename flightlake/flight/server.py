@@ -115,6 +115,7 @@ class Counted:
         self.rows = 0
         self.bytes = 0
         self.start = time.perf_counter()
+        self.request_id = observe.REQUEST_ID.get()  # the stream is read on another thread
 
     def stream(self) -> pa.RecordBatchReader:
         return pa.RecordBatchReader.from_batches(self.reader.schema, self._batches())
@@ -134,6 +135,7 @@ class Counted:
             raise
         finally:
             self.reader.close()
+            observe.REQUEST_ID.set(self.request_id)
             observe.record(
                 "flight",
                 self.method,
@@ -212,7 +214,7 @@ class FlightServer(flight.FlightServerBase):
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
             return self.sql.do_get(cmd)
         sql = tickets.ticket_sql(ticket.ticket)
-        counted = Counted(self.lake.query(sql), "do_get", sql=json.dumps(sql[:200]))
+        counted = Counted(self.lake.query(sql), "do_get", sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
     @flight_errors
@@ -227,7 +229,7 @@ class FlightServer(flight.FlightServerBase):
         if cmd is None or cmd.name == "CommandStatementIngest":  # not binding parameters
             self.require_write(context)
         if self.sql is not None and cmd is not None:
-            return self.sql.do_put(cmd, reader, writer)
+            return self.sql.do_put(cmd, reader, writer, context)
         start = time.perf_counter()
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
