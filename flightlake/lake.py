@@ -122,6 +122,10 @@ class Lake:
     def dataset(self, name: str) -> Manifest:
         return self.catalog.get(name)
 
+    def read_schema(self, manifest: Manifest) -> pa.Schema:
+        """The schema a query of the whole dataset returns (what Flight advertises)."""
+        return self.engine.view_schema(manifest.name) or manifest.schema
+
     def drop(self, name: str) -> Manifest:
         """Drop ``name``: commit a tombstone, then delete its objects."""
         removed: list[Manifest] = []

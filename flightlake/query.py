@@ -101,6 +101,7 @@ class QueryEngine:
         self._con.execute(f"USE {CATALOG}")
         self._ddl = threading.Lock()
         self._views: set[str] = set()
+        self._schemas: dict[str, pa.Schema] = {}
         self._count_lock = threading.Lock()
         self._active = 0
         if storage.is_s3:
@@ -137,14 +138,27 @@ class QueryEngine:
         with self._ddl:
             try:
                 self._con.execute(sql)
+                schema = (
+                    self._con.execute(f"SELECT * FROM {quote_ident(name)} LIMIT 0")
+                    .to_arrow_table()
+                    .schema
+                )
             except duckdb.Error as exc:  # reading Parquet metadata failed: the store
                 raise StorageError(f"cannot read the objects of {name}: {exc}") from exc
             self._views.add(name)
+            self._schemas[name] = schema
 
     def drop_view(self, name: str) -> None:
         with self._ddl:
             self._con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
             self._views.discard(name)
+            self._schemas.pop(name, None)
+
+    def view_schema(self, name: str) -> pa.Schema | None:
+        """The schema ``SELECT * FROM name`` streams (may differ from the stored Parquet
+        schema: e.g. large_string is read back as string)."""
+        with self._ddl:
+            return self._schemas.get(name)
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:

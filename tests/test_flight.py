@@ -179,3 +179,20 @@ def test_client_killed_mid_put_commits_nothing(srv: Running) -> None:
     with pytest.raises(KeyError):
         srv.client.get_flight_info(flight.FlightDescriptor.for_path("cut"))
     assert list(srv.lake.storage.list("data")) == []
+
+
+def test_flight_info_schema_is_what_do_get_streams(srv: Running) -> None:
+    """Regression: a large_string column was advertised as large_string and streamed as
+    string, which strict clients (ADBC) reject."""
+    table = pa.table(
+        {
+            "s": pa.array(["a", "b"], pa.large_string()),
+            "d": pa.array(["x", "y"]).dictionary_encode(),
+        }
+    )
+    put(srv.client, flight.FlightDescriptor.for_path("typed"), table)
+    info = srv.client.get_flight_info(flight.FlightDescriptor.for_path("typed"))
+    streamed = srv.client.do_get(info.endpoints[0].ticket).read_all()
+    assert info.schema == streamed.schema
+    listed = next(iter(srv.client.list_flights()))
+    assert listed.schema == streamed.schema

@@ -175,8 +175,9 @@ class FlightServer(flight.FlightServerBase):
     def flight_info(self, manifest: Manifest) -> flight.FlightInfo:
         descriptor = flight.FlightDescriptor.for_path(manifest.name)
         endpoint = flight.FlightEndpoint(tickets.dataset_ticket(manifest.name), [])
+        schema = self.lake.read_schema(manifest)  # what do_get will stream
         return flight.FlightInfo(
-            manifest.schema, descriptor, [endpoint], manifest.row_count, manifest.total_bytes
+            schema, descriptor, [endpoint], manifest.row_count, manifest.total_bytes
         )
 
     @flight_errors
