@@ -493,3 +493,29 @@ def test_datasets_resolve_plain_and_qualified(lake: Lake) -> None:
         assert rows(lake, sql) == [{"a": 1}], sql
     with pytest.raises(NotFound, match="dataset 'nope' not found"):
         rows(lake, "SELECT * FROM nope")
+
+
+def test_duckdb_writes_nothing_to_the_home_directory(
+    storage_url: str, request: pytest.FixtureRequest, tmp_path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "FLIGHTLAKE_STORAGE": storage_url}
+    (tmp_path / "home").mkdir()
+    if storage_url.startswith("s3://"):
+        s3 = request.getfixturevalue("s3_server")
+        env |= {"FLIGHTLAKE_S3_ENDPOINT": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+    script = (
+        "from flightlake.config import load_settings\n"
+        "from flightlake.lake import Lake\n"
+        "lake = Lake(load_settings())\n"
+        "lake.ingest_csv('t', [b'a\\n1\\n'])\n"
+        "assert lake.query('SELECT count(*) AS n FROM t').read_all().to_pylist() == [{'n': 1}]\n"
+        "lake.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, check=True,
+                   timeout=120)
+    assert list((tmp_path / "home").iterdir()) == []
