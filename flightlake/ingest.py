@@ -161,8 +161,26 @@ class ParquetSink:
 
 
 def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """All fields nullable, no metadata: what every stored object carries."""
-    return pa.schema([pa.field(f.name, f.type, nullable=True) for f in schema])
+    """What every stored object carries: all fields nullable, no metadata, and one spelling
+    per logical type (the one DuckDB reads back), so a pandas large_string column and a
+    polars string column land as the same type and append to each other."""
+    return pa.schema([pa.field(f.name, storage_type(f.type), nullable=True) for f in schema])
+
+
+def storage_type(kind: pa.DataType) -> pa.DataType:
+    """large/view strings -> string, large/view binary -> binary, dictionaries -> their
+    values, large lists -> lists (recursively); everything else unchanged."""
+    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+        return pa.binary()
+    if pa.types.is_dictionary(kind):
+        return storage_type(kind.value_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind):
+        return pa.list_(storage_type(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, storage_type(f.type)) for f in kind])
+    return kind
 
 
 def check_columns(names: list[str]) -> None:
@@ -211,7 +229,9 @@ def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
 def _retype(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     if batch.schema.equals(schema):
         return batch
-    return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+    if [f.type for f in batch.schema] == [f.type for f in schema]:
+        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)  # nullability only
+    return batch.cast(schema)
 
 
 # -- CSV ------------------------------------------------------------------------------------

@@ -506,8 +506,11 @@ def test_duckdb_writes_nothing_to_the_home_directory(
     (tmp_path / "home").mkdir()
     if storage_url.startswith("s3://"):
         s3 = request.getfixturevalue("s3_server")
-        env |= {"FLIGHTLAKE_S3_ENDPOINT": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.access_key,
-                "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+        env |= {
+            "FLIGHTLAKE_S3_ENDPOINT": s3.endpoint,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        }
     script = (
         "from flightlake.config import load_settings\n"
         "from flightlake.lake import Lake\n"
@@ -516,6 +519,33 @@ def test_duckdb_writes_nothing_to_the_home_directory(
         "assert lake.query('SELECT count(*) AS n FROM t').read_all().to_pylist() == [{'n': 1}]\n"
         "lake.close()\n"
     )
-    subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, check=True,
-                   timeout=120)
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, check=True, timeout=120)
     assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_pandas_and_polars_string_types_append_to_each_other(lake: Lake) -> None:
+    """Regression: a large_string (pandas) dataset refused a string (polars) append, and
+    Flight advertised a schema the dataset could not take back."""
+    first = pa.table(
+        {
+            "s": pa.array(["a"], pa.large_string()),
+            "d": pa.array(["x"]).dictionary_encode(),
+            "l": pa.array([[1]], pa.large_list(pa.int64())),
+        }
+    )
+    lake.ingest_arrow("mix", first.schema, first.to_batches())
+    second = pa.table(
+        {
+            "s": pa.array(["b"], pa.string()),
+            "d": pa.array(["y"]),
+            "l": pa.array([[2]], pa.list_(pa.int64())),
+        }
+    )
+    lake.ingest_arrow("mix", second.schema, second.to_batches())
+    stored = lake.dataset("mix").schema
+    assert [str(f.type) for f in stored] == ["string", "string", "list<item: int64>"]
+    assert lake.read_schema(lake.dataset("mix")).names == ["s", "d", "l"]
+    assert rows(lake, "SELECT s, d FROM mix ORDER BY s") == [
+        {"s": "a", "d": "x"},
+        {"s": "b", "d": "y"},
+    ]
