@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +30,15 @@ from flightlake.errors import Forbidden, InvalidInput, Unauthenticated
 from flightlake.flight.server import FlightServer
 from flightlake.http import HttpServer, start_http
 from flightlake.lake import Lake
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port
 from tests.servers import make_settings
+from tests.subprocess_server import (
+    FLIGHTLAKE,
+    ServerProcess,
+    answers_flight,
+    env_without_flightlake,
+    flightlake_serve,
+)
 
 READ_TOKEN = "read-token-0123456789"
 WRITE_TOKEN = "write-token-0123456789"
@@ -528,14 +532,13 @@ def test_insecure_setting_parses_from_the_environment() -> None:
 
 def serve_cmd(tmp_path: Path, *args: str) -> list[str]:
     return [
-        sys.executable, "-m", "flightlake", "serve", "--storage", str(tmp_path / "lake"),
+        *FLIGHTLAKE, "serve", "--storage", str(tmp_path / "lake"),
         "--flight-port", str(free_port()), "--http-port", str(free_port()), *args,
     ]  # fmt: skip
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLIGHTLAKE_")}
-    return {**env, "FLIGHTLAKE_SECRETS_FILE": "", **extra}
+    return env_without_flightlake({"FLIGHTLAKE_SECRETS_FILE": "", **extra})
 
 
 def test_serve_refuses_a_non_loopback_host_without_credentials(tmp_path: Path) -> None:
@@ -574,43 +577,17 @@ def test_serve_insecure_warns_and_goes_on(tmp_path: Path, how: str) -> None:
     assert "refusing" not in result.stderr
 
 
-@contextmanager
-def serve_process(
-    cmd: list[str], env: dict[str, str], cwd: Path
-) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-
-
 def test_serve_on_another_loopback_address_needs_no_insecure(tmp_path: Path) -> None:
-    port = free_port()
-    cmd = [
-        *serve_cmd(tmp_path, "--host", "127.0.0.2", "--http-port", "0"),
-        "--flight-port",
-        str(port),
-    ]
-    with serve_process(cmd, clean_env(), tmp_path) as proc:
-        location = f"grpc://127.0.0.2:{port}"
-
-        def ready() -> bool:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            with flight.FlightClient(location) as c:
-                list(c.do_action(flight.Action("health", b"")))
-            return True
-
-        wait_until(ready, timeout=60, interval=0.2, what="serve on 127.0.0.2")
+    with flightlake_serve(
+        "--storage",
+        str(tmp_path / "lake"),
+        env=clean_env(),
+        cwd=tmp_path,
+        host="127.0.0.2",
+        http_port=0,
+    ) as served:
+        assert served.flight.startswith("grpc://127.0.0.2:")
+        assert answers_flight(served)
 
 
 def test_serve_with_tokens_and_tls_end_to_end(tmp_path: Path, certs: Certs) -> None:
@@ -621,18 +598,26 @@ def test_serve_with_tokens_and_tls_end_to_end(tmp_path: Path, certs: Certs) -> N
         '[[users]]\nusername = "etl"\npassword = "etl-password"\nrole = "write"\n'
     )
     flight_port, http_port = free_port(), free_port()
-    cmd = serve_cmd(tmp_path, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
-    cmd += ["--flight-port", str(flight_port), "--http-port", str(http_port)]
     env = clean_env(FLIGHTLAKE_SECRETS_FILE=str(secrets))
     location = f"grpc+tls://localhost:{flight_port}"
     url = f"https://localhost:{http_port}"
-    with serve_process(cmd, env, tmp_path) as proc:
 
-        def ready() -> bool:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            return httpx.get(url + "/health", verify=str(certs.ca), timeout=5).status_code == 200
+    def ready(_: ServerProcess) -> bool:
+        return httpx.get(url + "/health", verify=str(certs.ca), timeout=5).status_code == 200
 
-        wait_until(ready, timeout=60, interval=0.2, what="serve with TLS to answer /health")
+    with flightlake_serve(
+        "--storage",
+        str(tmp_path / "lake"),
+        "--tls-cert",
+        str(certs.cert),
+        "--tls-key",
+        str(certs.key),
+        env=env,
+        cwd=tmp_path,
+        flight_port=flight_port,
+        http_port=http_port,
+        ready=ready,
+    ) as served:
         roots = certs.ca.read_bytes()
         with flight.FlightClient(location, tls_root_certs=roots) as c:
             with pytest.raises(flight.FlightUnauthenticatedError):
@@ -661,4 +646,4 @@ def test_serve_with_tokens_and_tls_end_to_end(tmp_path: Path, certs: Certs) -> N
         ):
             cur.execute("SELECT count(*) AS n FROM t")
             assert cur.fetchall() == [(3,)]
-    assert proc.returncode == 0
+    assert served.proc.returncode == 0

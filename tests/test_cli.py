@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,44 +14,15 @@ import pyarrow.flight as flight
 import pytest
 
 from scripts.gen_workers import il_role_counts
-from tests.helpers import free_port, wait_until
-
-FLIGHTLAKE = [sys.executable, "-m", "flightlake"]
+from tests.helpers import free_port
+from tests.subprocess_server import FLIGHTLAKE, flightlake_serve
 
 
 @contextmanager
 def serve(env: dict[str, str], *args: str) -> Iterator[str]:
     """Run `flightlake serve` on free ports until the block ends; yield its Flight location."""
-    port = free_port()
-    cmd = [*FLIGHTLAKE, "serve", "--flight-port", str(port), "--http-port", str(free_port()), *args]
-    full_env = {**os.environ, **env}
-    proc = subprocess.Popen(
-        cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    location = f"grpc://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            client = flight.FlightClient(location)
-            try:
-                list(client.do_action(flight.Action("health", b"")))
-                return True
-            finally:
-                client.close()
-
-        wait_until(ready, timeout=60, interval=0.2, what="flightlake serve to answer")
-        yield location
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with flightlake_serve(*args, env={**os.environ, **env}) as server:
+        yield server.flight
 
 
 def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pyarrow.flight as flight
 import pytest
 
-from tests.helpers import free_port, wait_until
+from tests.subprocess_server import (
+    ServerProcess,
+    answers_flight,
+    answers_http,
+    env_without_flightlake,
+    flightlake_serve,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ROOT / "clients"
@@ -37,78 +39,18 @@ FLIGHT_SQL_AVAILABLE = importlib.util.find_spec("flightlake.flight.flightsql") i
 SALES_BY_STATE = {"CA": (2, 22.0), "IL": (3, 61.5), "NY": (2, 61.0), "TX": (1, 60.0)}
 
 
-@dataclass
-class Server:
-    flight: str
-    http: str
+def answers(server: ServerProcess) -> bool:
+    """Flight `health` answers, and HTTP /health too where the HTTP front end is built."""
+    return answers_flight(server) and (not HTTP_AVAILABLE or answers_http(server))
 
 
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    """This process's environment without FLIGHTLAKE_* variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLIGHTLAKE_")}
-    return {**env, **extra}
-
-
-@contextmanager
-def running_server(env: dict[str, str], workdir: Path) -> Iterator[Server]:
+def running_server(env: dict[str, str], workdir: Path) -> AbstractContextManager[ServerProcess]:
     """`flightlake serve` on free ports in ``workdir`` until the block ends."""
-    flight_port, http_port = free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "flightlake",
-        "serve",
-        "--flight-port",
-        str(flight_port),
-        "--http-port",
-        str(http_port),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        env=_clean_env(env),
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Server(f"grpc://127.0.0.1:{flight_port}", f"http://127.0.0.1:{http_port}")
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-        client = flight.FlightClient(server.flight)
-        try:
-            list(client.do_action(flight.Action("health", b"")))
-        finally:
-            client.close()
-        if HTTP_AVAILABLE:
-            with urllib.request.urlopen(f"{server.http}/health", timeout=5) as response:
-                return bool(response.status == 200)
-        return True
-
-    try:
-        try:
-            wait_until(ready, timeout=60, interval=0.2, what="flightlake serve to answer")
-        except TimeoutError:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {proc.stdout.read() if proc.stdout else ''}"
-                ) from None
-            raise
-        yield server
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    return flightlake_serve(env=env_without_flightlake(env), cwd=workdir, ready=answers)
 
 
 @pytest.fixture(scope="module")
-def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("clients")
     with running_server({"FLIGHTLAKE_STORAGE": str(workdir / "lake")}, workdir) as server:
         yield server
@@ -121,7 +63,7 @@ def run_example(script: str, *args: str, cwd: Path) -> str:
     result = subprocess.run(
         [*cmd, *args],
         cwd=cwd,
-        env=_clean_env({}),
+        env=env_without_flightlake(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -134,7 +76,7 @@ def run_example(script: str, *args: str, cwd: Path) -> str:
     return result.stdout
 
 
-def rows(server: Server, sql: str) -> list[dict[str, object]]:
+def rows(server: ServerProcess, sql: str) -> list[dict[str, object]]:
     client = flight.FlightClient(server.flight)
     try:
         return client.do_get(flight.Ticket(sql.encode())).read_all().to_pylist()
@@ -158,7 +100,7 @@ def check_sales_output(out: str, version: int) -> None:
 
 
 # -- the examples ----------------------------------------------------------------------------
-def test_pyarrow_flight_example(local_server: Server, tmp_path: Path) -> None:
+def test_pyarrow_flight_example(local_server: ServerProcess, tmp_path: Path) -> None:
     out = run_example("pyarrow_flight.py", "--server", local_server.flight, cwd=tmp_path)
     assert out.startswith('health: {"status": "ok"')
     check_sales_output(out, version=1)
@@ -167,7 +109,9 @@ def test_pyarrow_flight_example(local_server: Server, tmp_path: Path) -> None:
     assert rows(local_server, "SELECT count(*) AS n FROM example_sales") == [{"n": 8}]
 
 
-def test_pyarrow_flight_example_with_another_csv(local_server: Server, tmp_path: Path) -> None:
+def test_pyarrow_flight_example_with_another_csv(
+    local_server: ServerProcess, tmp_path: Path
+) -> None:
     csv = tmp_path / "mine.csv"
     csv.write_text(
         "order_id,order_date,state,product,quantity,unit_price\n1,2024-02-01,WA,widget,2,5.00\n"
@@ -195,7 +139,7 @@ def test_pyarrow_flight_example_on_s3(s3_env: dict[str, str], tmp_path: Path) ->
         assert rows(server, "SELECT count(*) AS n FROM example_sales") == [{"n": 8}]
 
 
-def test_pandas_polars_example(local_server: Server, tmp_path: Path) -> None:
+def test_pandas_polars_example(local_server: ServerProcess, tmp_path: Path) -> None:
     for pandas_version, polars_version in ((1, 2), (3, 4)):  # overwrite, then append
         out = run_example("pandas_polars.py", "--server", local_server.flight, cwd=tmp_path)
         assert (
@@ -223,7 +167,7 @@ def test_pandas_polars_example(local_server: Server, tmp_path: Path) -> None:
     reason="the Flight SQL front end (flightlake.flight.flightsql) is not built "
     "yet; ADBC connects through it",
 )
-def test_adbc_example(local_server: Server, tmp_path: Path) -> None:
+def test_adbc_example(local_server: ServerProcess, tmp_path: Path) -> None:
     for _ in range(2):  # mode="replace" then "append": the same answer on every run
         out = run_example("adbc.py", "--server", local_server.flight, cwd=tmp_path)
         assert "adbc_ingest: 6 rows into example_trips" in out
@@ -244,7 +188,7 @@ def test_adbc_example(local_server: Server, tmp_path: Path) -> None:
 @pytest.mark.skipif(
     not HTTP_AVAILABLE, reason="the HTTP front end (flightlake.http) is not built yet"
 )
-def test_curl_example(local_server: Server, tmp_path: Path) -> None:
+def test_curl_example(local_server: ServerProcess, tmp_path: Path) -> None:
     assert shutil.which("curl"), "curl is needed to run clients/curl.sh"
     for version in (1, 2):
         out = run_example("curl.sh", "--http", local_server.http, cwd=tmp_path)

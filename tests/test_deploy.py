@@ -17,7 +17,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -30,6 +30,7 @@ import yaml
 from flightlake.config import SETTINGS, Settings, load_settings
 from scripts import gen_config_docs
 from tests.helpers import free_port, wait_until
+from tests.subprocess_server import ServerProcess, flightlake_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -413,14 +414,6 @@ def test_dockerignore_lets_every_copy_source_in_and_keeps_secrets_out() -> None:
 
 
 # -- the compose environment, served for real ------------------------------------------------
-@dataclass
-class Served:
-    flight: str
-    http_port: int
-    env: dict[str, str]
-    workdir: Path
-
-
 def compose_env_for_test(s3_server: Any, bucket: str, tmp_path: Path) -> dict[str, str]:
     """The flightlake service's environment, with MinIO's endpoint, credentials and bucket
     replaced by the test S3 server's, and container volume paths by temp folders."""
@@ -442,7 +435,7 @@ def compose_env_for_test(s3_server: Any, bucket: str, tmp_path: Path) -> dict[st
 
 
 @contextmanager
-def serve_like_the_image(env: dict[str, str], workdir: Path) -> Iterator[Served]:
+def serve_like_the_image(env: dict[str, str], workdir: Path) -> Iterator[ServerProcess]:
     """Run the Dockerfile's CMD with only ``env`` (plus PATH/HOME), in ``workdir``.
 
     The listen address and ports are given as flags (which beat the environment), so the
@@ -453,57 +446,9 @@ def serve_like_the_image(env: dict[str, str], workdir: Path) -> Iterator[Served]
     assert command[:2] == ["flightlake", "serve"]
     args = command[2:]
     args[args.index("--host") + 1] = "127.0.0.1"
-    flight_port, http_port = free_port(), free_port()
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flightlake",
-            "serve",
-            *args,
-            "--flight-port",
-            str(flight_port),
-            "--http-port",
-            str(http_port),
-        ],
-        env={**base, **env},
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    location = f"grpc://127.0.0.1:{flight_port}"
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            client = flight.FlightClient(location)
-            try:
-                list(client.do_action(flight.Action("health", b"")))
-                return True
-            finally:
-                client.close()
-
-        try:
-            wait_until(ready, timeout=60, interval=0.2, what="flightlake serve to answer")
-        except TimeoutError:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {proc.stdout.read() if proc.stdout else ''}"
-                ) from None
-            raise
-        yield Served(location, http_port, env, workdir)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with flightlake_serve(*args, env={**base, **env}, cwd=workdir) as served:
+        yield served
 
 
 @pytest.fixture

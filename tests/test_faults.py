@@ -8,8 +8,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,6 +22,7 @@ from scripts.gen_workers import write_workers_csv
 from tests.faults import TcpProxy
 from tests.helpers import free_port, wait_until
 from tests.servers import Running, flight_server, kill_client_mid_put, make_settings
+from tests.subprocess_server import FLIGHTLAKE, ServerProcess, flightlake_serve
 
 
 @pytest.fixture
@@ -134,59 +135,20 @@ def test_kill_9_mid_ingest_leaves_previous_version(tmp_path: Path) -> None:
         small.write_text("".join(fh.readline() for _ in range(101)))  # header + 100 rows
     port = free_port()
     env = {**os.environ, "FLIGHTLAKE_STORAGE": str(lake_dir), "FLIGHTLAKE_GC_GRACE_SECONDS": "0"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "flightlake",
-        "serve",
-        "--flight-port",
-        str(port),
-        "--http-port",
-        "0",
-    ]
     location = f"grpc://127.0.0.1:{port}"
 
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(
-            lambda: bool(
-                list(flight.FlightClient(location).do_action(flight.Action("health", b"")))
-            ),
-            timeout=60,
-            what="server",
-        )
-        return proc
+    def start() -> AbstractContextManager[ServerProcess]:
+        return flightlake_serve(env=env, flight_port=port, http_port=0)
 
-    server = start()
-    try:
+    with start() as server:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flightlake",
-                "ingest",
-                str(small),
-                "--name",
-                "w",
-                "--server",
-                location,
-            ],
+            [*FLIGHTLAKE, "ingest", str(small), "--name", "w", "--server", location],
             check=True,
             capture_output=True,
             timeout=120,
         )
         ingest = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flightlake",
-                "ingest",
-                str(big),
-                "--name",
-                "w",
-                "--server",
-                location,
-            ],
+            [*FLIGHTLAKE, "ingest", str(big), "--name", "w", "--server", location],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -197,13 +159,13 @@ def test_kill_9_mid_ingest_leaves_previous_version(tmp_path: Path) -> None:
             interval=0.02,
             what="the second Parquet object to appear",
         )
-        server.send_signal(signal.SIGKILL)
-        server.wait(timeout=30)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=30)
         ingest.wait(timeout=60)
         assert ingest.returncode != 0
         orphans = len(list(data.glob("*.parquet")))
         assert orphans >= 2
-        server = start()
+    with start():
         client = flight.FlightClient(location)
         got = client.do_get(flight.Ticket(b"SELECT count(*) AS n FROM w")).read_all()
         assert got.to_pylist() == [{"n": 100}]
@@ -214,9 +176,3 @@ def test_kill_9_mid_ingest_leaves_previous_version(tmp_path: Path) -> None:
             timeout=30,
             what="the start-up sweep to remove the orphans",
         )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
