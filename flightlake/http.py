@@ -590,6 +590,7 @@ class HttpServer:
         config = uvicorn.Config(
             app,
             log_config=None,
+            access_log=False,  # observe.record writes one line per request
             lifespan="off",
             ws="none",
             timeout_graceful_shutdown=5,
