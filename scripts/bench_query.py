@@ -469,3 +469,21 @@ def report_batches(report: Report, kind: str, results: list[BatchResult], runs: 
             "(info)",
             None,
         )
+        biggest = max(results, key=lambda r: r.batch_rows)
+        smallest = min(results, key=lambda r: r.batch_rows)
+        sec.blocks.append(
+            f"In this run the default ({DEFAULT_BATCH_ROWS:,} rows) took "
+            f"{fmt_ratio(default.seconds / best.seconds)} the fastest size's time "
+            f"({best.batch_rows:,}), with a server peak of {fmt_mb(default.peak_rss)} against "
+            f"{fmt_mb(biggest.peak_rss)} at {biggest.batch_rows:,} rows; "
+            f"{smallest.batch_rows:,}-row batches mean {smallest.batches} Flight messages per "
+            f"500k rows instead of {default.batches}, which costs more once the per-batch "
+            "Python work grows (DESIGN.md: ~0.07 GB/s at 1k-row batches)."
+            + (
+                " Larger batches were slower over Flight while in-process DuckDB stayed flat: "
+                "a batch is sent only once DuckDB has filled it, so scan and transfer overlap "
+                "less, and each stream holds more memory."
+                if biggest.seconds > 1.1 * default.seconds
+                else ""
+            )
+        )
