@@ -34,7 +34,7 @@ from flightlake.storage import Storage, new_object_id
 
 log = logging.getLogger("flightlake.ingest")
 
-SAMPLE_BYTES = 4 << 20  # the first block: what types are inferred from
+SAMPLE_BYTES = 1 << 20  # the first block: what types are inferred from (later values widen)
 BLOCK_BYTES = 1 << 20  # CSV read block (pyarrow reads ahead a few dozen blocks)
 MAX_BLOCK_BYTES = 256 << 20  # a record must fit in a block: blocks grow up to this for huge rows
 SEGMENT_BYTES = 32 << 20  # one pyarrow CSV reader per segment of the file (bounds read-ahead)
@@ -256,11 +256,12 @@ class _RowError:
 
     def __init__(self) -> None:
         self.message = ""
-        self.line_offset = 0
+        self.segment: tuple[Path, int] | None = None  # the segment being read: file, offset
 
     def __call__(self, row: pacsv.InvalidRow) -> str:
         if not self.message:
-            number = row.number + self.line_offset if row.number is not None else None
+            offset = _line_at(*self.segment) - 1 if self.segment and self.segment[1] else 0
+            number = row.number + offset if row.number is not None else None
             where = f"line {number}" if number is not None else "a row"
             self.message = (
                 f"{where} has {row.actual_columns} fields, the header has "
@@ -364,8 +365,8 @@ def read_csv_batches(
         quoted_strings_can_be_null=False,
     )
     try:
-        for index, (start, end, first_line) in enumerate(csv_segments(path)):
-            handler.line_offset = first_line - 1
+        for index, (start, end) in enumerate(csv_segments(path)):
+            handler.segment = (path, start)
             read = pacsv.ReadOptions(
                 block_size=block_bytes or BLOCK_BYTES,
                 use_threads=True,
@@ -396,22 +397,20 @@ def read_csv_batches(
         raise _csv_error(exc, handler) from exc
 
 
-def csv_segments(path: Path, target: int = 0) -> list[tuple[int, int, int]]:
-    """Split a CSV file into (start, end, first line number) ranges of about ``target``
-    bytes, each ending at a record boundary: a newline outside quotes. Quotes are escaped by
-    doubling in CSV, so a newline ends a record exactly when the number of quote characters
-    before it is even."""
+def csv_segments(path: Path, target: int = 0) -> list[tuple[int, int]]:
+    """Split a CSV file into (start, end) byte ranges of about ``target`` bytes, each ending
+    at a record boundary: a newline outside quotes. Quotes are escaped by doubling in CSV, so
+    a newline ends a record exactly when the number of quote characters before it is even."""
     target = target or SEGMENT_BYTES
     size = path.stat().st_size
-    segments: list[tuple[int, int, int]] = []
-    start, line, quotes = 0, 1, 0
+    segments: list[tuple[int, int]] = []
+    start, quotes = 0, 0
     with path.open("rb") as fh:
         while start < size:
             fh.seek(start)
             chunk = fh.read(target)
             end = start + len(chunk)
             quotes = chunk.count(b'"')
-            lines = chunk.count(b"\n")
             # extend to the next newline that is outside quotes
             while end < size:
                 more = fh.read(1 << 16)
@@ -424,19 +423,31 @@ def csv_segments(path: Path, target: int = 0) -> list[tuple[int, int, int]]:
                         break
                 if pos >= 0:
                     quotes += more.count(b'"', 0, pos)
-                    lines += more.count(b"\n", 0, pos + 1)
                     end += pos + 1
                     break
                 quotes += more.count(b'"')
-                lines += more.count(b"\n")
                 end += len(more)
-            segments.append((start, end, line))
+            segments.append((start, end))
             if end >= size and quotes % 2:
+                line = _line_at(path, start)
                 raise InvalidInput(
                     f"malformed CSV: a quoted field opened after line {line} is never closed"
                 )
-            start, line = end, line + lines
-    return segments or [(0, 0, 1)]
+            start = end
+    return segments or [(0, 0)]
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The line number (1-based) of the byte at ``offset``: only computed for messages."""
+    lines = 1
+    with path.open("rb") as fh:
+        while offset > 0:
+            chunk = fh.read(min(offset, 8 << 20))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            offset -= len(chunk)
+    return lines
 
 
 def _newlines(data: bytes) -> Iterator[int]:
