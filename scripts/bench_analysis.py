@@ -9,6 +9,7 @@ taken with py-spy against a `flightlake serve` started by the same helpers as th
 
 from __future__ import annotations
 
+from flightlake import ingest
 from scripts.bench_env import median
 from scripts.bench_ingest import CsvRuns
 from scripts.bench_report import Report, fmt_s
@@ -59,22 +60,22 @@ def ingest_note(csv_runs: dict[tuple[str, int], CsvRuns]) -> str:
     return (
         "**Ingest (section 1).** In this run: " + "; ".join(split) + ". Profile of the "
         "server's do_put thread during a 500k-row CLI ingest (local storage, py-spy wall-clock "
-        "samples): about 27% waiting for upload chunks, 25% waiting on pyarrow's CSV parser, "
-        "22% Parquet encoding, 14% `csv_segments` (a second full pass over the spooled file to "
-        "find record-aligned cut points), 10% type inference. Four causes, none of them in "
-        "pyarrow itself: (1) the `flightlake ingest` process builds its upload batches with "
-        "`pa.array(list_of_bytes)`, and pyarrow's first `pa.array()` on a Python list imports "
-        "pandas (when installed, as here) to check for pandas objects: about 0.25 s per CLI "
-        "run, which the server's do_put clock also counts because it waits for the first "
-        "batch (a 1,000-row CLI ingest takes about 0.5 s, 0.2 s without it); (2) upload and "
-        "parse never overlap: the whole upload is spooled before the first byte is parsed (so "
-        "a late value that widens a column can re-read it); (3) the segment scan re-reads "
-        "the spool (about 0.9 s for the 5M-row file, close to a fifth of the limit's whole "
-        "time); (4) the limit starts from a file already in the page cache, in the same "
-        "process. At 500k rows the limit is about half a second, so fixed costs alone (CLI "
-        "start-up and the pandas import, about 0.4 s) use most of the 0.8x budget. The fixes "
-        "are in core code and CLI code (proposed with prototype measurements in the closing "
-        "note of issue 7, not applied here)."
+        "samples, two ingests): about 39% Parquet encoding and writing, 27% waiting on "
+        "pyarrow's CSV parser, 14% waiting for upload chunks plus 7% spooling and copying "
+        "them, 9% `csv_segments` (a second pass over the spooled file to find record-aligned "
+        "cut points), 3% type inference. The gap to the limit has four causes, none of them "
+        "in pyarrow itself: (1) the `flightlake ingest` process builds its upload batches "
+        "with `pa.array(list_of_bytes)`, and pyarrow's first `pa.array()` on a Python list "
+        "imports pandas (when installed, as here) to check for pandas objects: about 0.25 s "
+        "per CLI run, which the server's do_put clock also counts because it waits for the "
+        "first batch (a 1,000-row CLI ingest takes about 0.5 s, 0.2 s without it); (2) "
+        "upload and parse never overlap: the whole upload is spooled before the first byte "
+        "is parsed (so that a late value that widens a column can re-read it); (3) the "
+        "segment scan re-reads the spool; (4) the limit starts from a file already in the "
+        "page cache, in the same process. At 500k rows the limit is about half a second, so "
+        "the fixed costs (CLI start-up and the pandas import, about 0.4 s) use most of the "
+        "0.8x budget. The fixes are in core and CLI code (proposed, with prototype "
+        "measurements, in the closing note of issue 7; not applied here)."
     )
 
 
@@ -88,11 +89,12 @@ def memory_note(csv_runs: dict[tuple[str, int], CsvRuns]) -> str:
         "small (in-process, `pa.total_allocated_bytes()` stays under ~40 MB while parsing "
         "with 1 MiB blocks, plus a 256k-row group of ~32 MB and the Parquet writer's copy of "
         "it); RSS is much larger because freed memory stays with the allocators: mimalloc "
-        "(Arrow's default pool) keeps freed pages, and type inference opens `open_csv` over "
-        "the whole spool with 4 MiB blocks, whose background read-ahead (up to 32 blocks, "
-        "arrow/csv/reader.cc) pulls up to 128 MiB per reader before the reader is closed "
-        "(in-process: +274 MB RSS for the two inference readers on the 5M-row file, +47 MB "
-        "when they read only the 4 MiB sample). With `MIMALLOC_PURGE_DELAY=0` in the server's "
+        "(Arrow's default pool) keeps freed pages, glibc keeps the gRPC and Python buffers, "
+        "and every pyarrow CSV reader (type inference opens two over the whole spool, "
+        f"{ingest.SAMPLE_BYTES >> 20} MiB blocks) starts a background read-ahead of up to "
+        "32 blocks (arrow/csv/reader.cc) that is filled even when only the first block is "
+        "used. Measured with an earlier core (same 1 MiB parse blocks, 4 MiB inference "
+        "blocks): with `MIMALLOC_PURGE_DELAY=0` in the server's "
         "environment the same ingests peaked at 326 MB (500k) and 329 MB (5M) on local "
         "storage, and 386 / 454 MB on S3, where pyarrow's S3 multipart upload buffers come on "
         "top of the higher idle RSS."

@@ -84,8 +84,31 @@ def machine_facts() -> dict[str, str]:
         "python": platform.python_version(),
         "pyarrow": pa.__version__,
         "duckdb": duckdb.__version__,
+        "flightlake commit": git_commit(),
         "load average at start": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
     }
+
+
+def git_commit() -> str:
+    """HEAD of the checkout, with "+ uncommitted changes" when the tree is dirty."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty.strip() else head
 
 
 # -- data ----------------------------------------------------------------------------------
