@@ -236,7 +236,7 @@ def _retype(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 # -- CSV ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def spool(chunks: Iterable[bytes], spool_dir: str = "") -> Iterator[tuple[Path, int]]:
+def spool(chunks: Iterable[bytes | memoryview], spool_dir: str = "") -> Iterator[tuple[Path, int]]:
     """Write a byte stream to a local temp file; yield (path, size); delete it afterwards."""
     fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=".csv", dir=spool_dir or None)
     path = Path(name)

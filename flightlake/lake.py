@@ -182,7 +182,7 @@ class Lake:
             return self._commit(name, mode, new)
 
     def ingest_csv(
-        self, name: str, chunks: Iterable[bytes], mode: str | None = "append"
+        self, name: str, chunks: Iterable[bytes | memoryview], mode: str | None = "append"
     ) -> IngestResult:
         """Ingest CSV bytes (streamed in chunks) into dataset ``name``."""
         validate_name(name)

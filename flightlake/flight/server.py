@@ -310,7 +310,7 @@ def _arrow_batches(
 
 def _csv_chunks(
     reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
-) -> Iterator[bytes]:
+) -> Iterator[bytes | memoryview]:
     schema = reader.schema
     if len(schema) != 1 or not (
         pa.types.is_binary(schema[0].type) or pa.types.is_large_binary(schema[0].type)
@@ -323,4 +323,4 @@ def _csv_chunks(
             if value.is_valid:
                 buf = value.as_buffer()
                 counter["bytes"] += buf.size
-                yield buf.to_pybytes()
+                yield memoryview(buf)  # written to the spool without a copy
