@@ -11,7 +11,8 @@
     ├── Unauthenticated     missing or wrong credentials
     └── Forbidden           credentials lack the role for the call
 
-Front ends map these classes to their own codes, once each (Flight, HTTP, CLI).
+Front ends map these classes to their own codes, once each (Flight, HTTP, CLI). Each class
+carries ``code``, the short outcome name that logs and metrics use for it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from __future__ import annotations
 class FlightlakeError(Exception):
     """Base class of every error flightlake raises on purpose."""
 
+    code = "internal"
+
 
 class InvalidInput(FlightlakeError):
     """The request or its data is malformed."""
+
+    code = "invalid_argument"
 
 
 class QueryError(InvalidInput):
@@ -32,17 +37,25 @@ class QueryError(InvalidInput):
 class NotFound(FlightlakeError):
     """The named dataset does not exist."""
 
+    code = "not_found"
+
 
 class Conflict(FlightlakeError):
     """The request conflicts with the catalog (schema, existence, concurrent commit)."""
+
+    code = "conflict"
 
 
 class TooLarge(FlightlakeError):
     """The upload exceeds the configured size cap."""
 
+    code = "too_large"
+
 
 class Unavailable(FlightlakeError):
     """The server cannot take the request now; retrying later may succeed."""
+
+    code = "unavailable"
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
@@ -56,6 +69,10 @@ class StorageError(Unavailable):
 class Unauthenticated(FlightlakeError):
     """No credentials, or credentials that match no token or user."""
 
+    code = "unauthenticated"
+
 
 class Forbidden(FlightlakeError):
     """Valid credentials whose role does not allow the call."""
+
+    code = "forbidden"

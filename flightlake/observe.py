@@ -17,16 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from flightlake.errors import (
-    Conflict,
-    FlightlakeError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    TooLarge,
-    Unauthenticated,
-    Unavailable,
-)
+from flightlake.errors import FlightlakeError
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -78,25 +69,12 @@ DATASETS = Gauge("flightlake_datasets", "Datasets in the catalog.", registry=REG
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 reqlog = logging.getLogger("flightlake.request")
 
-_CODES: tuple[tuple[type[FlightlakeError], str], ...] = (
-    (NotFound, "not_found"),
-    (Conflict, "conflict"),
-    (TooLarge, "too_large"),
-    (InvalidInput, "invalid_argument"),
-    (Unavailable, "unavailable"),
-    (Unauthenticated, "unauthenticated"),
-    (Forbidden, "forbidden"),
-)
-
 
 def error_code(exc: BaseException | None) -> str:
     """A short outcome code for metrics and logs: ok, not_found, invalid_argument, ..."""
     if exc is None:
         return "ok"
-    for cls, code in _CODES:
-        if isinstance(exc, cls):
-            return code
-    return "internal"
+    return exc.code if isinstance(exc, FlightlakeError) else "internal"
 
 
 def new_request_id(given: str | None = None) -> str:

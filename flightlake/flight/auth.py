@@ -54,7 +54,7 @@ class AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
         except Unauthenticated as exc:
             method = info.method.name.lower()
             observe.new_request_id()
-            observe.record("flight", method, start, "unauthenticated", error=str(exc))
+            observe.record("flight", method, start, exc.code, error=str(exc))
             raise flight.FlightUnauthenticatedError(str(exc)) from None
 
 
