@@ -11,7 +11,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import pyarrow.fs as pafs
 from scripts.gen_workers import write_workers_csv
 from tests.helpers import free_port, wait_until
 from tests.s3server import SeaweedS3, _parent_death_hook
+from tests.subprocess_server import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / ".bench"
@@ -286,14 +286,8 @@ class Server:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop(proc)
 
     def __enter__(self) -> Server:
         return self.start()
