@@ -180,30 +180,43 @@ class Catalog:
     # -- loading -------------------------------------------------------------------------
     def load(self) -> list[str]:
         """Read every dataset's head from the store; return warnings for skipped manifests."""
-        versions: dict[str, list[int]] = {}
-        for obj in self.storage.list(CATALOG_PREFIX):
-            parts = obj.key.split("/")
-            match = _VERSION_RE.fullmatch(parts[-1]) if len(parts) == 3 else None
-            if not match:
-                continue
-            versions.setdefault(parts[1], []).append(int(match.group(1)))
         warnings: list[str] = []
         heads: dict[str, Manifest] = {}
         head_versions: dict[str, int] = {}
-        for name, nums in versions.items():
+        for name, nums in self._versions(CATALOG_PREFIX).items():
             head_versions[name] = max(nums)
-            for version in sorted(nums, reverse=True):
-                try:
-                    heads[name] = self._read(name, version)
-                    break
-                except (ValueError, KeyError, TypeError, InvalidInput, NotFound) as exc:
-                    msg = f"skipping unreadable manifest {manifest_key(name, version)}: {exc}"
-                    log.warning(msg)
-                    warnings.append(msg)
+            manifest = self._newest_readable(name, nums, warnings)
+            if manifest is not None:
+                heads[name] = manifest
         with self._guard:
             self._heads = heads
             self._head_version = head_versions
         return warnings
+
+    def _versions(self, prefix: str) -> dict[str, list[int]]:
+        """The manifest version numbers under ``prefix``, by dataset name."""
+        versions: dict[str, list[int]] = {}
+        for obj in self.storage.list(prefix):
+            parts = obj.key.split("/")
+            match = _VERSION_RE.fullmatch(parts[-1]) if len(parts) == 3 else None
+            if match:
+                versions.setdefault(parts[1], []).append(int(match.group(1)))
+        return versions
+
+    def _newest_readable(
+        self, name: str, nums: list[int], warnings: list[str] | None = None
+    ) -> Manifest | None:
+        """The newest of these versions that reads back; skipped ones are logged into
+        ``warnings`` when given."""
+        for version in sorted(nums, reverse=True):
+            try:
+                return self._read(name, version)
+            except (ValueError, KeyError, TypeError, InvalidInput, NotFound) as exc:
+                if warnings is not None:
+                    msg = f"skipping unreadable manifest {manifest_key(name, version)}: {exc}"
+                    log.warning(msg)
+                    warnings.append(msg)
+        return None
 
     def _read(self, name: str, version: int) -> Manifest:
         raw = self.storage.read_bytes(manifest_key(name, version))
@@ -216,22 +229,14 @@ class Catalog:
 
     def _reload_head(self, name: str) -> None:
         """Re-read one dataset's head from the store (after losing a commit race)."""
-        nums = []
-        for obj in self.storage.list(f"{CATALOG_PREFIX}/{name}"):
-            match = _VERSION_RE.fullmatch(obj.key.rsplit("/", 1)[-1])
-            if match:
-                nums.append(int(match.group(1)))
-        with self._guard:
-            if nums:
-                self._head_version[name] = max(nums)
-        for version in sorted(nums, reverse=True):
-            try:
-                manifest = self._read(name, version)
-            except (ValueError, KeyError, TypeError, InvalidInput, NotFound):
-                continue
-            with self._guard:
-                self._heads[name] = manifest
+        nums = self._versions(f"{CATALOG_PREFIX}/{name}").get(name, [])
+        if not nums:
             return
+        manifest = self._newest_readable(name, nums)
+        with self._guard:
+            self._head_version[name] = max(nums)
+            if manifest is not None:
+                self._heads[name] = manifest
 
     # -- reading -------------------------------------------------------------------------
     def get(self, name: str) -> Manifest:
