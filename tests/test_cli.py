@@ -45,7 +45,7 @@ def test_cli_smoke_local(tmp_path: Path) -> None:
     env = {"FLIGHTLAKE_STORAGE": str(tmp_path / "lake")}
     with serve(env) as location:
         out = cli("ingest", str(csv), "--name", "tiny", "--server", location).stdout
-        assert "tiny: 3 rows written (version 1)" in out
+        assert "tiny: 3 rows written (version 0)" in out
         assert sql_json(location, "SELECT count(*) AS n FROM tiny") == [{"n": 3}]
         table = cli(
             "sql",
@@ -70,7 +70,9 @@ def test_cli_smoke_local(tmp_path: Path) -> None:
         assert missing.returncode == 1
         assert "not found" in missing.stderr
         assert "dropped tiny" in cli("drop", "tiny", "--server", location).stdout
-    assert (tmp_path / "lake" / "_catalog").is_dir()
+    assert (tmp_path / "lake" / "data" / "tiny").is_dir()  # the Delta table folder
+    log = tmp_path / "lake" / "data" / "tiny" / "_delta_log"
+    assert not log.exists() or list(log.iterdir()) == []  # dropped: no commit left
 
 
 def test_cli_unreachable_server_is_one_line() -> None:

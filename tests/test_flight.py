@@ -48,9 +48,9 @@ def people(n: int) -> pa.Table:
 
 def test_do_put_path_appends_and_answers_json(srv: Running) -> None:
     answer = put(srv.client, flight.FlightDescriptor.for_path("people"), people(2500))
-    assert answer == {"dataset": "people", "rows_written": 2500, "version": 1}
+    assert answer == {"dataset": "people", "rows_written": 2500, "version": 0}
     answer = put(srv.client, flight.FlightDescriptor.for_path("people"), people(10))
-    assert answer == {"dataset": "people", "rows_written": 10, "version": 2}
+    assert answer == {"dataset": "people", "rows_written": 10, "version": 1}
     assert sql(srv.client, "SELECT count(*) AS c FROM people").to_pylist() == [{"c": 2510}]
 
 
