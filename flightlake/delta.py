@@ -271,7 +271,7 @@ class Tables:
             adds = pa.table(table.get_add_actions(flatten=False))
             meta = table.metadata()
             schema = arrow_schema(table)
-            committed = _commit_time(table, version)
+            committed = int(self.commit_info(name, version).get("timestamp", 0) or 0)
         paths = adds.column("path").to_pylist() if adds.num_rows else []
         sizes = adds.column("size_bytes").to_pylist() if adds.num_rows else []
         rows = adds.column("num_records").to_pylist() if adds.num_rows else []
@@ -373,18 +373,17 @@ class Tables:
         return self.snapshot(table, name)
 
     def at_timestamp(self, name: str, when: datetime) -> Snapshot:
-        """The snapshot of ``name`` as of ``when`` (the last version committed at or before)."""
+        """The snapshot of ``name`` as of ``when``: the last version whose commit time (the
+        commitInfo timestamp, not the store's object time) is at or before it."""
         table = self.open(name)
         if table is None:
             raise NotFound(f"dataset {name!r} not found")
-        try:
-            with _delta_errors(f"reading table {name}"):
-                table.load_as_version(when if when.tzinfo else when.replace(tzinfo=UTC))
-        except (NotFound, StorageError, DeltaError, ValueError) as exc:
-            raise NotFound(
-                f"dataset {name!r} has no version at or before {when.isoformat()}"
-            ) from exc
-        return self.snapshot(table, name)
+        moment = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000
+        history = self.history(table)
+        versions = [int(h["version"]) for h in history if int(h.get("timestamp", 0)) <= moment]
+        if not versions:
+            raise NotFound(f"dataset {name!r} has no version at or before {when.isoformat()}")
+        return self.at_version(name, max(versions))
 
     def _load_old(self, name: str, version: int) -> DeltaTable:
         table = self.open(name)
@@ -444,14 +443,6 @@ class Tables:
         return iter(self.storage.folders(DATA_PREFIX, limit))
 
 
-def _commit_time(table: DeltaTable, version: int) -> int:
-    try:
-        history = table.history(1)
-    except Exception:  # a vacuumed-away log: fall back to "unknown"
-        return 0
-    return int(history[0].get("timestamp", 0)) if history else 0
-
-
 def _add(name: str, f: NewFile, data_change: bool = True) -> AddAction:
     base = table_prefix(name) + "/"
     return AddAction(f.key.removeprefix(base), f.size, {}, f.mtime_ms, data_change, f.stats)
@@ -499,7 +490,14 @@ def _storage_options(storage: Storage) -> dict[str, str]:
         return {}
     settings = storage.settings
     creds = settings.credentials
-    options = {"AWS_REGION": settings.s3_region, "AWS_S3_ALLOW_UNSAFE_RENAME": "false"}
+    options = {
+        "AWS_REGION": settings.s3_region,
+        # bounded like the rest of the storage layer: an unreachable store fails in seconds
+        "timeout": "30s",
+        "connect_timeout": "5s",
+        "max_retries": "2",
+        "retry_timeout": "15s",
+    }
     if settings.s3_endpoint:
         options["AWS_ENDPOINT_URL"] = settings.s3_endpoint
         if settings.s3_endpoint.startswith("http://"):

@@ -353,7 +353,7 @@ class QueryEngine:
             unit = str(node["at_clause"].get("unit", "")).upper()
             inner = raw[open_paren + 1 : close_paren].decode()
             expr = inner.split("=>", 1)[1] if "=>" in inner else ""
-            value = self._evaluate(expr)
+            value = self._evaluate(expr, unit)
             table = str(node.get("table_name", ""))
             version, keys = self.time_travel(table, unit, value)
             view = self._version_view(table, version, keys)
@@ -363,9 +363,12 @@ class QueryEngine:
             raw = raw[:start] + text + raw[end:]
         return raw.decode()
 
-    def _evaluate(self, expr: str) -> object:
-        """The value of a constant expression from an AT clause (checked like any SQL)."""
-        probe = f"SELECT ({expr})"
+    def _evaluate(self, expr: str, unit: str) -> object:
+        """The value of an AT clause's expression (checked like any SQL): a timestamp as
+        milliseconds since the epoch (UTC), anything else as DuckDB returns it."""
+        probe = (
+            f"SELECT epoch_ms(({expr})::TIMESTAMPTZ)" if unit == "TIMESTAMP" else f"SELECT ({expr})"
+        )
         self.check(probe)
         cursor = self._cursor()
         try:

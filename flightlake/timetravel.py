@@ -107,6 +107,8 @@ def _version(value: object) -> int:
 
 
 def _when(value: object) -> datetime:
+    if isinstance(value, int) and not isinstance(value, bool):  # epoch milliseconds
+        return datetime.fromtimestamp(value / 1000, UTC)
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):

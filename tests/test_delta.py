@@ -231,7 +231,7 @@ def test_compaction_keeps_answers_and_time_travel(lake: Lake) -> None:
     assert lake.versions("c")[0]["operation"] == "COMPACT"
     assert lake.dataset("c").row_count == 120
     again = lake.compact("c")
-    assert again["files_after"] == 1 and again["version"] == 12  # nothing to do
+    assert (again["files_after"], again["version"]) == (1, 12)  # nothing to do
 
 
 def test_compaction_never_loses_a_concurrent_append(lake: Lake) -> None:
