@@ -385,7 +385,7 @@ def drop(name: str, remote: Remote) -> None:
 @server_option
 @cli_errors
 def gc(grace: float | None, remote: Remote) -> None:
-    """Delete objects no dataset references (older than the grace period)."""
+    """Vacuum: delete files no retained version needs, and files of failed writes."""
     body = str(grace).encode() if grace is not None else b""
     client, options = remote.connect()
     results = list(client.do_action(flight.Action("gc", body), options))
