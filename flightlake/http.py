@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flightlake import observe
@@ -72,7 +72,12 @@ RESULT_TYPES = {  # Accept media type -> result format
     **dict.fromkeys((ARROW_STREAM,), "arrow"),
     **dict.fromkeys(("text/csv", "text/*"), "csv"),
 }
-MEDIA_TYPES = {"json": "application/json", "arrow": ARROW_STREAM, "csv": "text/csv; charset=utf-8"}
+MEDIA_TYPES = {
+    "json": "application/json",
+    "arrow": ARROW_STREAM,
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",  # console downloads only (not negotiated)
+}
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -95,6 +100,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlightlakeError)
     status = status_of(exc)
+    headers = await error_headers(request, exc)
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
+    return error_response(status, str(exc), headers)
+
+
+async def error_headers(request: Request, exc: FlightlakeError) -> dict[str, str]:
+    """The headers an error answer carries: Retry-After (Unavailable), WWW-Authenticate
+    (Unauthenticated), and ``Connection: close`` when the unread rest of a refused upload
+    (``request.state.upload`` set) is too large to drain. Shared with the web console."""
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
@@ -103,9 +118,7 @@ async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
     upload = getattr(request.state, "upload", False)
     if upload and (isinstance(exc, TooLarge) or not await _drain(request, DRAIN_LIMIT)):
         headers["Connection"] = "close"  # the rest of a large refused upload is not read
-    level = logging.WARNING if status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return error_response(status, str(exc), headers)
+    return headers
 
 
 async def _drain(request: Request, limit: int) -> bool:
@@ -291,7 +304,7 @@ def create_app(
     (default: one from ``settings``) may be shared with the Flight server."""
     auth = auth if auth is not None else Authenticator.from_settings(settings)
     api = Api(lake, settings, ready or (lambda: True), auth)
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/v1/ingest", api.ingest, methods=["POST"]),
@@ -306,6 +319,11 @@ def create_app(
         Exception: _on_internal_error,
     }
     routes.append(Route("/metrics", api.metrics, methods=["GET"]))
+    # The web console (HTML at /, /sql, /datasets/...) reuses this module's result streaming
+    # and error headers, so it is imported here rather than at the top (no import cycle).
+    from flightlake.console import console_routes
+
+    routes.extend(console_routes(lake, settings, auth))
     app = Starlette(routes=routes, exception_handlers=handlers)
     observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
     return ObservedApp(app)
@@ -348,7 +366,8 @@ class ObservedApp:
         finally:
             path = scope.get("path", "")
             method = f"{scope.get('method', '')} {_route_of(path)}"
-            ingest = path == "/v1/ingest"
+            ingest = path in INGEST_PATHS and scope.get("method") == "POST"
+            query = path in QUERY_PATHS
             observe.record(
                 "http",
                 method,
@@ -356,15 +375,23 @@ class ObservedApp:
                 _code_of(seen["status"]),
                 rows_in=int(state.get("rows_in", 0)),
                 bytes_in=seen["in"] if ingest else 0,
-                bytes_out=seen["out"] if path == "/v1/sql" else 0,
-                kind="ingest" if ingest else "query" if path == "/v1/sql" else "",
+                bytes_out=seen["out"] if query else 0,
+                kind="ingest" if ingest else "query" if query else "",
                 status=seen["status"],
                 **({"dataset": state["dataset"]} if "dataset" in state else {}),
             )
 
 
+INGEST_PATHS = ("/v1/ingest", "/upload")  # POSTs here are ingests (the console's is /upload)
+QUERY_PATHS = ("/v1/sql", "/sql", "/sql/download")
+
+
 def _route_of(path: str) -> str:
-    return "/v1/datasets/{name}" if path.startswith("/v1/datasets/") else path
+    """The route a path matched, for metric labels (a dataset name is not a label)."""
+    for prefix in ("/v1/datasets/", "/datasets/", "/static/"):
+        if path.startswith(prefix):
+            return prefix + ("{path}" if prefix == "/static/" else "{name}")
+    return path
 
 
 # status -> outcome code for logs and metrics: the error table read backwards, plus 405

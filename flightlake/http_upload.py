@@ -27,6 +27,7 @@ from flightlake.errors import InvalidInput, TooLarge, Unavailable
 from flightlake.lake import IngestResult, Lake
 
 UPLOAD_PIECE = 1 << 20  # upload bytes handed to the ingest thread at a time
+FIELDS_CAP = 64 << 10  # bytes of text fields (not the file) a multipart upload may carry
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 UPLOAD_FORMATS = ("csv", "parquet", "arrow")
 _FORMAT_HINTS = {  # file-name suffix or content type -> upload format
@@ -57,7 +58,9 @@ class Upload:
     """The request body as a stream of the uploaded file's bytes, never held whole.
 
     A multipart body yields its field ``file`` (python-multipart's streaming parser, no form
-    buffering); any other body is the file itself. More than ``cap`` body bytes raise
+    buffering); any other body is the file itself. Small text fields sent before ``file``
+    (a browser form's ``name``, ``mode``, ``csrf``) are kept in ``fields`` once ``start``
+    returns: at most FIELDS_CAP bytes in all, else InvalidInput. More than ``cap`` body bytes raise
     TooLarge; a body that ends before the file part is complete raises InvalidInput.
     """
 
@@ -71,6 +74,8 @@ class Upload:
         ctype, params = parse_options_header(request.headers.get("content-type"))
         self._parser: MultipartParser | None = None
         self.filename = ""
+        self.fields: dict[str, str] = {}  # multipart text fields seen before the file
+        self._field_bytes = 0
         self.content_type = ctype.decode("latin-1").lower()
         self._stage = "file"  # multipart: before -> file -> after (the file part is done)
         if self.content_type == "multipart/form-data":
@@ -85,7 +90,7 @@ class Upload:
 
     # python-multipart callbacks: collect one part's headers, keep only field `file`'s data
     def _part_begin(self) -> None:
-        self._part = {"headers": {}, "field": b"", "value": b"", "is_file": False}
+        self._part = {"headers": {}, "field": b"", "value": b"", "is_file": False, "text": None}
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._part["field"] += data[start:end]
@@ -102,6 +107,8 @@ class Upload:
         headers = self._part["headers"]
         _, options = parse_options_header(headers.get("content-disposition"))
         if options.get(b"name") != b"file":
+            if self._stage == "before" and b"filename" not in options:
+                self._part["text"] = (options.get(b"name", b"").decode("utf-8", "replace"), [])
             return
         if self._stage != "before":
             self._stage = "duplicate"
@@ -116,10 +123,18 @@ class Upload:
         if self._part.get("is_file"):
             self._pieces.append(data[start:end])
             self._size += end - start
+        elif self._part.get("text") is not None:
+            self._field_bytes += end - start
+            if self._field_bytes > FIELDS_CAP:
+                raise InvalidInput(f"the form's text fields exceed {FIELDS_CAP} bytes")
+            self._part["text"][1].append(data[start:end])
 
     def _part_end(self) -> None:
         if self._part.get("is_file"):
             self._stage, self._part["is_file"] = "after", False
+        elif self._part.get("text") is not None:
+            name, pieces = self._part["text"]
+            self.fields.setdefault(name, b"".join(pieces).decode("utf-8", "replace"))
 
     async def _pull(self) -> None:
         """Read one body chunk and feed it on; at the end check the file arrived whole."""
