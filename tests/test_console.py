@@ -219,7 +219,8 @@ def test_home_lists_every_dataset_with_rows_size_version(
         ["area_km2", "double"],
     ]
     versions = table_of(browser, "#versions")[1]
-    assert versions[0][0] == str(open_server.lake.dataset("cities").version)
+    assert versions[0][0] == str(open_server.lake.dataset("cities").version)  # newest first
+    assert versions[0][3] == "4"  # rows
     head, rows = table_of(browser, "table.result")
     assert head == ["city", "population", "area_km2"]
     assert rows[0] == ["Lisbon", "545000", "100.05"]
@@ -354,10 +355,21 @@ def test_csv_upload_becomes_a_dataset(
     browser.get(f"{open_server.url}/upload")
     wait_for(browser, "#upload-form")
     WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return !!window.htmx"))
+    browser.execute_script(
+        "window.__progress = [];"
+        "document.addEventListener('htmx:xhr:progress', e => window.__progress.push("
+        "[e.detail.loaded, e.detail.total]));"
+    )
     browser.find_element(By.NAME, "name").send_keys("planets")
     browser.find_element(By.NAME, "file").send_keys(str(source))
     button(browser, "Upload").click()
     ok = wait_for(browser, "#upload-ok")
+    progress = browser.execute_script("return window.__progress")
+    assert progress, "htmx reported no upload progress"
+    assert progress[-1][0] == progress[-1][1] > source.stat().st_size  # the whole form went
+    bar = browser.find_element(By.ID, "upload-progress")
+    assert bar.get_attribute("value") == "100"  # console.js followed it
+    assert bar.get_attribute("hidden") is not None  # and hid the bar when it ended
     manifest = open_server.lake.dataset("planets")
     assert ok.text == f"Wrote 4 rows to planets, version {manifest.version}."
     assert manifest.row_count == 4
@@ -547,3 +559,50 @@ def test_read_role_sees_no_upload_and_a_forged_upload_is_refused(
     button(browser, "Upload").click()
     assert wait_for(browser, "#upload-ok").text.startswith("Wrote 2 rows to written")
     assert csp_violations(browser) == []
+
+
+def test_sign_in_guards_redirects_csrf_and_htmx(auth_server: RunningHttp) -> None:
+    base = auth_server.url
+    with httpx.Client(base_url=base, timeout=WAIT) as client:
+        page = client.get("/login?next=//evil.example/x")
+        assert page.status_code == 200
+        csrf = client.cookies["flightlake_csrf"]
+        refused = client.post("/login", data={"token": WRITE_TOKEN})  # no CSRF field
+        assert refused.status_code == 403
+        assert "flightlake_session" not in client.cookies
+        signed = client.post(
+            "/login?next=//evil.example/x", data={"csrf": csrf, "token": WRITE_TOKEN}
+        )
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "/"  # never another site
+        assert "httponly" in signed.headers["set-cookie"].lower()
+        assert "samesite=strict" in signed.headers["set-cookie"].lower()
+        assert client.get("/").status_code == 200
+    # htmx asking with no session is told to load the sign-in page
+    answer = httpx.get(f"{base}/sql?sql=SELECT%201", headers={"HX-Request": "true"}, timeout=WAIT)
+    assert answer.status_code == 401
+    assert answer.headers["HX-Redirect"].startswith("/login")
+    assert httpx.get(f"{base}/sql/download?sql=SELECT%201", timeout=WAIT).status_code == 303
+
+
+def test_list_cap_note_and_busy_ingest_slots(tmp_path: Path) -> None:
+    settings, lake = _lake_with_data(str(tmp_path), max_list=2, max_concurrent_ingests=1)
+    try:
+        with http_server(lake, settings) as running:
+            home = running.client.get("/")
+            assert home.text.count('href="/datasets/') == 2
+            assert "The list stops at 2 datasets" in home.text
+            running.client.get("/upload")
+            csrf = running.client.cookies["flightlake_csrf"]
+            with lake.ingest_slot("elsewhere"):  # the one slot is taken
+                busy = running.client.post(
+                    "/upload",
+                    data={"csrf": csrf, "name": "late", "mode": "append"},
+                    files={"file": ("late.csv", b"a\n1\n", "text/csv")},
+                )
+            assert busy.status_code == 503
+            assert busy.headers["Retry-After"]
+            assert "ingest slots are busy" in busy.text
+            assert lake.catalog.find("late") is None
+    finally:
+        lake.close()

@@ -38,6 +38,7 @@ log = logging.getLogger("flightlake.console")
 
 HERE = Path(__file__).parent
 DATASET_ROWS = 100  # rows a dataset page shows
+VERSIONS_SHOWN = 100  # versions a dataset page lists, newest first
 FORM_CAP = 64 << 10  # bytes a sign-in form may have
 DOWNLOADS = {"csv": "csv", "arrow": "arrows", "parquet": "parquet"}  # format -> file suffix
 CSP = (
@@ -223,22 +224,24 @@ class Console:
         )
 
     def _versions(self, manifest: Any) -> list[dict[str, Any]]:
-        """The dataset's versions, newest first: number, time, operation, rows.
+        """The dataset's versions, newest first (at most VERSIONS_SHOWN): version, time,
+        operation, rows (the total after it) and rows added, "" where unknown.
 
-        Uses ``Lake.versions(name)`` where the lake has it (the Delta table history);
-        otherwise only the current version is known.
+        Uses ``Lake.versions(name)`` where the lake has it (the Delta table history, from
+        0.2); otherwise only the current version is known, from the manifest.
         """
         history = getattr(self.lake, "versions", None)
         if history is None:
-            return [
+            entries: list[Any] = [
                 {
                     "version": manifest.version,
-                    "time": manifest.updated_at,
-                    "operation": "",
-                    "rows": manifest.row_count,
+                    "timestamp": manifest.updated_at,
+                    "rows_total": manifest.row_count,
                 }
             ]
-        return [_version_entry(entry) for entry in history(manifest.name)]
+        else:
+            entries = list(history(manifest.name))[:VERSIONS_SHOWN]
+        return [_version_entry(entry) for entry in entries]
 
     async def sql(self, request: Request, visitor: Visitor) -> Response:
         sql = request.query_params.get("sql", "")
@@ -320,7 +323,7 @@ class Console:
 
 
 def _version_entry(entry: Any) -> dict[str, Any]:
-    """One history entry (a mapping or an object) as version, time, operation, rows."""
+    """One history entry (a mapping, or an object with attributes) as the template's row."""
 
     def pick(*keys: str) -> Any:
         for key in keys:
@@ -331,9 +334,10 @@ def _version_entry(entry: Any) -> dict[str, Any]:
 
     return {
         "version": pick("version"),
-        "time": pick("time", "timestamp", "updated_at", "created_at"),
-        "operation": pick("operation", "op"),
-        "rows": pick("rows", "row_count", "num_rows"),
+        "time": pick("timestamp", "time", "updated_at"),
+        "operation": pick("operation"),
+        "rows": pick("rows_total", "rows", "row_count"),
+        "added": pick("rows_added"),
     }
 
 
