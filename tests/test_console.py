@@ -82,9 +82,11 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="module")
-def shots(request: pytest.FixtureRequest) -> Path:
+def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """.pytest_cache/d/console-screenshots, or a temp folder without the cache plugin."""
     cache = request.config.cache
-    assert cache is not None
+    if cache is None:
+        return tmp_path_factory.mktemp("console-screenshots")
     return Path(cache.mkdir("console-screenshots"))
 
 
@@ -188,7 +190,9 @@ def sign_in(driver: WebDriver, base: str, **fields: str) -> None:
     wait_for(driver, "#login-form")
     for name, value in fields.items():
         driver.find_element(By.NAME, name).send_keys(value)
+    form = driver.find_element(By.ID, "login-form")
     button(driver, "Sign in").click()
+    WebDriverWait(driver, WAIT).until(ec.staleness_of(form))  # the next page is loading
 
 
 # -- authentication off --------------------------------------------------------------------------
@@ -378,13 +382,14 @@ def test_csv_upload_becomes_a_dataset(
     parquet = tmp_path / "more.parquet"
     pq.write_table(pa.table({"planet": ["Saturn"], "moons": pa.array([146], pa.int64())}), parquet)
     browser.find_element(By.NAME, "file").send_keys(str(parquet))
+    old = browser.find_element(By.ID, "outcome")
     button(browser, "Upload").click()
-    WebDriverWait(browser, WAIT).until(
-        lambda d: (
-            "version" in d.find_element(By.ID, "upload-ok").text
-            and open_server.lake.dataset("planets").row_count == 5
-        )
+    WebDriverWait(browser, WAIT).until(ec.staleness_of(old))  # htmx swapped the outcome
+    again = open_server.lake.dataset("planets")
+    assert wait_for(browser, "#upload-ok").text == (
+        f"Wrote 1 row to planets, version {again.version}."
     )
+    assert again.row_count == 5
     browser.get(f"{open_server.url}/")
     assert "planets" in [r[0] for r in table_of(browser, "#datasets")[1]]
 
