@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -611,3 +611,32 @@ def test_list_cap_note_and_busy_ingest_slots(tmp_path: Path) -> None:
             assert lake.catalog.find("late") is None
     finally:
         lake.close()
+
+
+def test_every_console_asset_is_package_data() -> None:
+    """The wheel ships what pyproject's package-data names: every template and static file
+    must match its patterns (a file in a new subfolder would silently miss the wheel)."""
+    import tomllib
+
+    import flightlake.console
+
+    root = Path(flightlake.console.__file__).parent
+    pyproject = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["flightlake.console"]
+    assets = [
+        p.relative_to(root).as_posix()
+        for folder in ("templates", "static")
+        for p in (root / folder).rglob("*")
+        if p.is_file()
+    ]
+    assert len(assets) >= 12
+
+    def shipped(asset: str) -> bool:  # setuptools globs: '*' stops at '/'
+        path = PurePosixPath(asset)
+        return any(
+            path.match(p) and len(path.parts) == len(PurePosixPath(p).parts) for p in patterns
+        )
+
+    missed = [a for a in assets if not shipped(a)]
+    assert missed == []
+    assert "static/htmx.min.js" in assets
