@@ -640,3 +640,33 @@ def test_every_console_asset_is_package_data() -> None:
     missed = [a for a in assets if not shipped(a)]
     assert missed == []
     assert "static/htmx.min.js" in assets
+
+
+def test_chart_geometry_for_negatives_nulls_decimals_and_long_results() -> None:
+    from decimal import Decimal
+
+    from flightlake.console.results import CHART_POINTS, chart_of
+
+    mixed = pa.table(
+        {
+            "k": ["up", "down", "none"],
+            "v": pa.array([Decimal("2.50"), Decimal("-1.25"), None], pa.decimal128(10, 2)),
+        }
+    )
+    chart = chart_of(mixed)
+    assert chart is not None
+    assert chart.kind == "bar"
+    bars = chart.series[0].bars
+    assert [title for *_, title in bars] == ["up: v = 2.5", "down: v = -1.25"]  # NULL: no bar
+    (_, up_y, _, up_h, _), (_, down_y, _, down_h, _) = bars
+    assert up_y + up_h == pytest.approx(chart.zero)  # a positive bar stands on zero
+    assert down_y == chart.zero  # a negative one hangs from it
+    assert up_h > down_h > 0
+    long = pa.table({"t": pa.array(range(100), pa.timestamp("s")), "n": list(range(100))})
+    line = chart_of(long)
+    assert line is not None
+    assert line.kind == "line"
+    assert len(line.series[0].points.split()) == CHART_POINTS
+    assert (line.points_shown, line.points_total) == (CHART_POINTS, 100)
+    assert chart_of(pa.table({"a": ["x"], "b": ["y"], "n": [1]})) is None  # two labels
+    assert chart_of(pa.table({"a": ["x"], "n": pa.array([None], pa.int64())})) is None
