@@ -8,7 +8,8 @@ plain ``do_get`` does. The spec's fixed answers (result schemas, SqlInfo, XDBC t
 ``flightsql_meta``, the protobuf messages in ``flightsql_pb``.
 
 Naming: one catalog ``flightlake`` holding one schema ``main``; every dataset is a table of
-type ``TABLE`` there. SQL uses the plain dataset names (``SELECT * FROM workers``).
+type ``TABLE`` there (GetTables filters also accept ``BASE TABLE`` and any case). SQL uses the
+plain dataset names (``SELECT * FROM workers``, ``flightlake.main.workers`` works too).
 
 What is served:
 - ``CommandStatementQuery`` → ``TicketStatementQuery``; prepared statements (create / close
@@ -20,10 +21,14 @@ What is served:
   ``CommandGetXdbcTypeInfo``; primary / imported / exported keys and cross references answer
   empty (datasets have no keys).
 - ``CommandStatementIngest`` → ``Lake.ingest_arrow`` (create / append / replace).
+- Flight's session actions (``SetSessionOptions`` accepting catalog ``flightlake`` / schema
+  ``main``, ``GetSessionOptions``, ``CloseSession``) and ``CancelFlightInfo``: answered as
+  Flight.proto says; there is no per-session state to keep.
 
 SQL is read-only (the lake's sandbox accepts one SELECT); ``CommandStatementUpdate``,
 ``CommandPreparedStatementUpdate`` and write statements are refused with a message pointing
-at bulk ingest. Transactions, Substrait and query cancellation are UNIMPLEMENTED. Hence the
+at bulk ingest. Transactions, Substrait and ``CancelQuery`` are UNIMPLEMENTED (``BEGIN`` /
+``COMMIT`` SQL text is a no-op, see ``flightlake.sqlcompat``). Hence the
 SqlInfo answers: read-only false (ingest writes), SQL true, bulk ingestion true,
 transactions none.
 """
@@ -48,7 +53,9 @@ from google.protobuf.message import DecodeError, Message
 from flightlake.errors import InvalidInput, NotFound, QueryError
 from flightlake.flight import flightsql_pb as pb
 from flightlake.flight.flightsql_meta import (
+    CATALOG,
     CATALOGS_SCHEMA,
+    DB_SCHEMA,
     DB_SCHEMAS_SCHEMA,
     FOREIGN_KEYS_SCHEMA,
     PRIMARY_KEYS_SCHEMA,
@@ -64,8 +71,6 @@ from flightlake.flight.server import Counted, _arrow_batches, _log
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
 
-CATALOG = "flightlake"
-DB_SCHEMA = "main"
 TABLE_TYPE = "TABLE"
 
 #: Open prepared statements kept at most; the least recently used is closed beyond this.
@@ -78,10 +83,20 @@ WRITE_HINT = (
     "Flight SQL CommandStatementIngest) or a plain Flight do_put"
 )
 
+#: Dataset table types a GetTables filter may name (case-insensitively): the type reported,
+#: ``TABLE``, and the SQL standard's ``BASE TABLE`` (Grafana, Power BI) / ``table``.
+TABLE_TYPE_ALIASES = frozenset({"table", "base table"})
+
 ACTIONS = {
     "CreatePreparedStatement": "Flight SQL: prepare a SQL query.",
     "ClosePreparedStatement": "Flight SQL: close a prepared statement.",
+    "SetSessionOptions": "Flight: set session options (catalog 'flightlake', schema 'main').",
+    "GetSessionOptions": "Flight: the session options (catalog and schema).",
+    "CloseSession": "Flight: close the session (there is no server-side session state).",
+    "CancelFlightInfo": "Flight: cancel a FlightInfo (no work runs before its DoGet).",
 }
+#: Session options a client may set, and the only value each takes.
+SESSION_OPTIONS = {"catalog": CATALOG, "schema": DB_SCHEMA}
 _UNSUPPORTED_ACTIONS = {
     "BeginTransaction": "transactions are not supported",
     "EndTransaction": "transactions are not supported",
@@ -163,6 +178,63 @@ def _read_handle(handle: bytes) -> tuple[str, pa.Table | None]:
         return str(doc["sql"]), params
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise InvalidInput(f"malformed Flight SQL statement ticket: {exc}") from exc
+
+
+# -- Flight session actions (Flight.proto: bare messages in the action body and result) ----------
+def _parse(cls: type[Message], body: bytes) -> Message:
+    try:
+        return cls.FromString(body)
+    except DecodeError as exc:
+        raise InvalidInput(f"malformed {cls.DESCRIPTOR.name}: {exc}") from exc
+
+
+def _session_value(value: str) -> Message:
+    return pb.SessionOptionValue(string_value=value)
+
+
+def _set_session_options(body: bytes) -> bytes:
+    """Accept catalog ``flightlake`` and schema ``main`` (the only ones there are); any other
+    name or value comes back as a per-option error, as the spec's result message says."""
+    request = _parse(pb.SetSessionOptionsRequest, body)
+    result = pb.SetSessionOptionsResult()
+    for name, value in request.session_options.items():
+        wanted = SESSION_OPTIONS.get(name)
+        if wanted is None:
+            result.errors[name].value = pb.SESSION_INVALID_NAME
+        elif value.WhichOneof("option_value") is None:
+            continue  # "unset": the default is the only value anyway
+        elif value.WhichOneof("option_value") != "string_value" or value.string_value != wanted:
+            result.errors[name].value = pb.SESSION_INVALID_VALUE
+    return bytes(result.SerializeToString())
+
+
+def _get_session_options(body: bytes) -> bytes:
+    _parse(pb.GetSessionOptionsRequest, body)
+    result = pb.GetSessionOptionsResult()
+    for name, value in SESSION_OPTIONS.items():
+        result.session_options[name].CopyFrom(_session_value(value))
+    return bytes(result.SerializeToString())
+
+
+def _close_session(body: bytes) -> bytes:
+    _parse(pb.CloseSessionRequest, body)
+    return bytes(pb.CloseSessionResult(status=pb.CLOSE_SESSION_CLOSED).SerializeToString())
+
+
+def _cancel_flight_info(body: bytes) -> bytes:
+    """CANCELLED: a FlightInfo's query only runs when its ticket is redeemed (DoGet), and a
+    running DoGet stops when the client closes the stream."""
+    _parse(pb.CancelFlightInfoRequest, body)
+    result = pb.CancelFlightInfoResult(status=pb.CANCEL_STATUS_CANCELLED)
+    return bytes(result.SerializeToString())
+
+
+_SESSION_ACTIONS = {
+    "SetSessionOptions": _set_session_options,
+    "GetSessionOptions": _get_session_options,
+    "CloseSession": _close_session,
+    "CancelFlightInfo": _cancel_flight_info,
+}
 
 
 @dataclass
@@ -340,7 +412,7 @@ class FlightSqlHandler:
         if (
             not self._in_catalog(_optional(msg, "catalog"))
             or not like(_optional(msg, "db_schema_filter_pattern"), DB_SCHEMA)
-            or (msg.table_types and TABLE_TYPE not in msg.table_types)
+            or (msg.table_types and not TABLE_TYPE_ALIASES & {t.lower() for t in msg.table_types})
         ):
             manifests = []
         else:
@@ -456,6 +528,8 @@ class FlightSqlHandler:
         if kind in _UNSUPPORTED_ACTIONS:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
         body = action.body.to_pybytes() if action.body is not None else b""
+        if kind in _SESSION_ACTIONS:
+            return iter([flight.Result(pa.py_buffer(_SESSION_ACTIONS[kind](body)))])
         cmd = self.decode(body)
         expected = f"Action{kind}Request"
         if cmd is None or cmd.name != expected or cmd.message is None:
