@@ -99,7 +99,11 @@ SESSION_SETS: dict[str, Callable[[str], bool]] = {
     "statement_timeout": lambda v: True,
     "lock_timeout": lambda v: True,
     "idle_in_transaction_session_timeout": lambda v: True,
-    "datestyle": lambda v: all(x.lower() in ("iso", "mdy", "dmy", "ymd") for x in _values(v)),
+    "datestyle": lambda v: all(
+        x.lower() in ("iso", "mdy", "dmy", "ymd", "")
+        for value in _values(v)
+        for x in re.split(r"[\s,]+", value)
+    ),
     "intervalstyle": lambda v: True,
     "client_encoding": lambda v: _unquote(v).lower().replace("-", "") in ("utf8", "unicode"),
     "names": lambda v: _unquote(v).lower().replace("-", "") in ("utf8", "utf8mb4", "unicode"),

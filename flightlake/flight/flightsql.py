@@ -529,7 +529,10 @@ class FlightSqlHandler:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
         body = action.body.to_pybytes() if action.body is not None else b""
         if kind in _SESSION_ACTIONS:
-            return iter([flight.Result(pa.py_buffer(_SESSION_ACTIONS[kind](body)))])
+            start = time.perf_counter()
+            answer = _SESSION_ACTIONS[kind](body)
+            _log("do_action", start, action=kind)
+            return iter([flight.Result(pa.py_buffer(answer))])
         cmd = self.decode(body)
         expected = f"Action{kind}Request"
         if cmd is None or cmd.name != expected or cmd.message is None:
