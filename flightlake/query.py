@@ -216,9 +216,10 @@ class QueryEngine:
                 self._con.execute(statement)
             self._info_built = snapshot
 
-    def _audit(self, sql: str) -> str:
+    def _audit(self, sql: str, rewrite_ok: bool = True) -> str:
         """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
-        Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it."""
+        Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it
+        (itself parsed and audited again, so what runs is what was checked)."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
@@ -229,7 +230,7 @@ class QueryEngine:
         tree = json.loads(row[0]) if row else {"error": True}
         if tree.get("error"):
             raise QueryError(f"SQL error: {tree.get('error_message', 'cannot parse')}")
-        rewrite = sqlcompat.rewrite_tree(tree)
+        rewrite = sqlcompat.rewrite_tree(tree) if rewrite_ok else sqlcompat.Rewrite()
         if rewrite.info_schema:
             self._refresh_info()
         nodes = list(sqlcompat.walk(tree["statements"]))
@@ -266,7 +267,11 @@ class QueryEngine:
             raise QueryError(f"SQL error: {exc}") from exc
         finally:
             cursor.close()
-        return str(row[0]) if row else sql
+        rewritten = str(row[0]) if row else ""
+        statements = duckdb.extract_statements(rewritten) if rewritten else []
+        if len(statements) != 1 or statements[0].type not in _ALLOWED_STATEMENTS:
+            raise QueryError("SQL error: cannot rewrite this statement")
+        return self._audit(rewritten, rewrite_ok=False)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for one request, looking at the flightlake catalog."""

@@ -660,3 +660,25 @@ def test_connecting_tools_doc_examples_run(srv: Running) -> None:
     assert len(blocks) >= 3
     for block in blocks:
         exec(block.replace("8815", str(srv.server.port)), {})
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows"),
+    [
+        ("/* Superset */ ROLLBACK", []),
+        ("begin -- dbt\n", []),
+        ("  Commit Work ;  ", []),
+        ("SELECT 'BEGIN' AS word", [{"word": "BEGIN"}]),
+        ("SELECT 'SET application_name = x' AS s", [{"s": "SET application_name = x"}]),
+        ("show SEARCH_PATH;", [{"search_path": "main"}]),
+        ("SHOW TIME ZONE", [{"TimeZone": "UTC"}]),
+        (
+            "SELECT current_database() AS db, upper(current_catalog()) AS c",
+            [{"db": "flightlake", "c": "FLIGHTLAKE"}],
+        ),
+    ],
+)
+def test_session_statement_spellings(srv: Running, sql: str, rows: list[dict[str, Any]]) -> None:
+    """Comments, case and semicolons around session statements; the same words inside
+    string literals are data, not statements."""
+    assert srv.lake.query(sql).read_all().to_pylist() == rows
