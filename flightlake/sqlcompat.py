@@ -116,14 +116,16 @@ SESSION_SETS: dict[str, Callable[[str], bool]] = {
 }
 
 
-def _statement_text(sql: str) -> str:
-    """``sql`` without surrounding blanks, ``--`` / ``/* */`` comments at its ends and
-    trailing semicolons."""
+def _statement_text(sql: str, trailing_comments: bool = True) -> str:
+    """``sql`` without surrounding blanks, leading ``--`` / ``/* */`` comments and trailing
+    semicolons; also without a trailing ``--`` comment if ``trailing_comments`` (only for
+    statements that hold no string literal with ``--`` in it)."""
     text = sql.strip()
+    tail = r"(?:;|\s|--[^\n]*$)+$" if trailing_comments else r"(?:;|\s)+$"
     while True:
         before = text
         text = re.sub(r"^(?:--[^\n]*\n|/\*.*?\*/)\s*", "", text, flags=re.DOTALL)
-        text = re.sub(r"(?:;|\s|--[^\n]*$)+$", "", text)
+        text = re.sub(tail, "", text)
         if text == before:
             return text
 
@@ -168,7 +170,7 @@ def explain_target(sql: str) -> str | None:
     Raises QueryError for ``EXPLAIN ANALYZE`` (its profile lists the files read) and for
     EXPLAIN options such as ``(FORMAT json)``.
     """
-    match = _EXPLAIN.fullmatch(_statement_text(sql))
+    match = _EXPLAIN.fullmatch(_statement_text(sql, trailing_comments=False))
     if match is None:
         return None
     rest = match["rest"].strip()
@@ -406,7 +408,7 @@ def pivot_plan(sql: str) -> PivotPlan | None:
     Only the statement form ``PIVOT <source> ON <exprs> [USING ...] [GROUP BY ...] ...`` is
     handled; the source and expressions are text the caller then runs through the sandbox.
     """
-    text = _statement_text(sql)
+    text = _statement_text(sql, trailing_comments=False)
     toks = _tokens(text)
     if not toks or toks[0].kind != "word" or toks[0].text.upper() not in ("PIVOT", "PIVOT_WIDER"):
         return None

@@ -68,6 +68,7 @@ from flightlake.flight.flightsql_meta import (
     sql_info_table,
 )
 from flightlake.flight.server import Counted, _arrow_batches, _log
+from flightlake.flight.sessions import SESSION_ACTIONS
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
 
@@ -95,8 +96,7 @@ ACTIONS = {
     "CloseSession": "Flight: close the session (there is no server-side session state).",
     "CancelFlightInfo": "Flight: cancel a FlightInfo (no work runs before its DoGet).",
 }
-#: Session options a client may set, and the only value each takes.
-SESSION_OPTIONS = {"catalog": CATALOG, "schema": DB_SCHEMA}
+
 _UNSUPPORTED_ACTIONS = {
     "BeginTransaction": "transactions are not supported",
     "EndTransaction": "transactions are not supported",
@@ -178,63 +178,6 @@ def _read_handle(handle: bytes) -> tuple[str, pa.Table | None]:
         return str(doc["sql"]), params
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise InvalidInput(f"malformed Flight SQL statement ticket: {exc}") from exc
-
-
-# -- Flight session actions (Flight.proto: bare messages in the action body and result) ----------
-def _parse(cls: type[Message], body: bytes) -> Message:
-    try:
-        return cls.FromString(body)
-    except DecodeError as exc:
-        raise InvalidInput(f"malformed {cls.DESCRIPTOR.name}: {exc}") from exc
-
-
-def _session_value(value: str) -> Message:
-    return pb.SessionOptionValue(string_value=value)
-
-
-def _set_session_options(body: bytes) -> bytes:
-    """Accept catalog ``flightlake`` and schema ``main`` (the only ones there are); any other
-    name or value comes back as a per-option error, as the spec's result message says."""
-    request = _parse(pb.SetSessionOptionsRequest, body)
-    result = pb.SetSessionOptionsResult()
-    for name, value in request.session_options.items():
-        wanted = SESSION_OPTIONS.get(name)
-        if wanted is None:
-            result.errors[name].value = pb.SESSION_INVALID_NAME
-        elif value.WhichOneof("option_value") is None:
-            continue  # "unset": the default is the only value anyway
-        elif value.WhichOneof("option_value") != "string_value" or value.string_value != wanted:
-            result.errors[name].value = pb.SESSION_INVALID_VALUE
-    return bytes(result.SerializeToString())
-
-
-def _get_session_options(body: bytes) -> bytes:
-    _parse(pb.GetSessionOptionsRequest, body)
-    result = pb.GetSessionOptionsResult()
-    for name, value in SESSION_OPTIONS.items():
-        result.session_options[name].CopyFrom(_session_value(value))
-    return bytes(result.SerializeToString())
-
-
-def _close_session(body: bytes) -> bytes:
-    _parse(pb.CloseSessionRequest, body)
-    return bytes(pb.CloseSessionResult(status=pb.CLOSE_SESSION_CLOSED).SerializeToString())
-
-
-def _cancel_flight_info(body: bytes) -> bytes:
-    """CANCELLED: a FlightInfo's query only runs when its ticket is redeemed (DoGet), and a
-    running DoGet stops when the client closes the stream."""
-    _parse(pb.CancelFlightInfoRequest, body)
-    result = pb.CancelFlightInfoResult(status=pb.CANCEL_STATUS_CANCELLED)
-    return bytes(result.SerializeToString())
-
-
-_SESSION_ACTIONS = {
-    "SetSessionOptions": _set_session_options,
-    "GetSessionOptions": _get_session_options,
-    "CloseSession": _close_session,
-    "CancelFlightInfo": _cancel_flight_info,
-}
 
 
 @dataclass
@@ -528,9 +471,9 @@ class FlightSqlHandler:
         if kind in _UNSUPPORTED_ACTIONS:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
         body = action.body.to_pybytes() if action.body is not None else b""
-        if kind in _SESSION_ACTIONS:
+        if kind in SESSION_ACTIONS:
             start = time.perf_counter()
-            answer = _SESSION_ACTIONS[kind](body)
+            answer = SESSION_ACTIONS[kind](body)
             _log("do_action", start, action=kind)
             return iter([flight.Result(pa.py_buffer(answer))])
         cmd = self.decode(body)
