@@ -158,7 +158,7 @@ def test_grafana_table_dropdown_columns_and_date_bin(srv: Running) -> None:
     )
     assert columns.num_rows == 1
     schema = pa.ipc.read_schema(pa.py_buffer(columns.column("table_schema")[0].as_py()))
-    assert schema == srv.lake.query("SELECT * FROM workers").schema
+    assert schema == srv.lake.query_schema("SELECT * FROM workers")
     assert_no_leak(srv, info, tables, columns)
 
     for seconds in (3600, 7 * 60, 86400):
@@ -431,7 +431,7 @@ def test_dbt_duckdb_metadata_macros(conn: dbapi.Connection, srv: Running) -> Non
         assert cur.fetchall() == [("events",), ("workers",)]
         cur.execute('SELECT count(*) FROM FLIGHTLAKE.INFORMATION_SCHEMA."COLUMNS"')
         (count,) = cur.fetchone()
-        assert count == 2 + len(srv.lake.query("SELECT * FROM workers").schema)
+        assert count == 2 + len(srv.lake.query_schema("SELECT * FROM workers"))
 
 
 def test_information_schema_with_filters_joins_and_changes(srv: Running) -> None:
@@ -448,7 +448,7 @@ def test_information_schema_with_filters_joins_and_changes(srv: Running) -> None
         "WHERE lower(t.table_schema) = 'main' AND t.table_catalog = current_database() "
         "GROUP BY ALL ORDER BY t.table_name"
     )
-    workers_cols = len(lake.query("SELECT * FROM workers").schema)
+    workers_cols = len(lake.query_schema("SELECT * FROM workers"))
     assert joined == [
         {"table_name": "events", "n": 2, "kind": "BASE TABLE", "nullable": "YES"},
         {"table_name": "workers", "n": workers_cols, "kind": "BASE TABLE", "nullable": "YES"},
@@ -457,7 +457,7 @@ def test_information_schema_with_filters_joins_and_changes(srv: Running) -> None
         "SELECT column_name, ordinal_position FROM information_schema.columns "
         "WHERE table_name = 'workers' ORDER BY ordinal_position"
     )
-    assert [r["column_name"] for r in ordinals] == lake.query("SELECT * FROM workers").schema.names
+    assert [r["column_name"] for r in ordinals] == lake.query_schema("SELECT * FROM workers").names
     assert [r["ordinal_position"] for r in ordinals] == list(range(1, workers_cols + 1))
     # a new dataset shows at once, a replaced one with its new columns, a dropped one goes
     extra = pa.table({"k": [1], "label": ["x"]})
@@ -561,7 +561,7 @@ def test_flightsql_dbapi_sqlalchemy_dialect(srv: Running) -> None:
         assert inspector.get_schema_names() == ["main"]
         assert sorted(inspector.get_table_names()) == ["events", "workers"]
         columns = inspector.get_columns("workers")
-        assert [c["name"] for c in columns] == srv.lake.query("SELECT * FROM workers").schema.names
+        assert [c["name"] for c in columns] == srv.lake.query_schema("SELECT * FROM workers").names
         assert {c["name"]: type(c["type"]) for c in columns}["worker_id"] is sa.BIGINT
         with engine.connect() as connection:
             workers = sa.Table("workers", sa.MetaData(), autoload_with=connection)
