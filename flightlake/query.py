@@ -212,8 +212,11 @@ class QueryEngine:
             snapshot = {name: self._schemas.get(name) for name in self._views}
             if snapshot == self._info_built:
                 return
-            for statement in sqlcompat.info_schema_ddl(sorted(self._views)):
-                self._con.execute(statement)
+            try:
+                for statement in sqlcompat.info_schema_ddl(sorted(self._views)):
+                    self._con.execute(statement)
+            except duckdb.Error as exc:  # binding a view reads Parquet metadata: the store
+                raise _translate(exc) from exc
             self._info_built = snapshot
 
     def _audit(self, sql: str, rewrite_ok: bool = True) -> str:
