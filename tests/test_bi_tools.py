@@ -199,9 +199,11 @@ def test_date_bin_follows_postgres_semantics(srv: Running) -> None:
 
 
 # -- Flight SQL JDBC driver (DBeaver, Tableau, Metabase) ----------------------------------------
-#: Every SqlInfo code apache/arrow-java's ArrowDatabaseMetadata (flight-sql-jdbc-core) reads up
-#: to 18.3, with the dense-union member FlightSql.proto gives it: 0 string, 1 bool, 2 bigint,
-#: 3 int32 bitmask, 4 string list, 5 int32 -> int32 list map. A missing code fails the driver.
+#: The SqlInfo codes apache/arrow-java's ArrowDatabaseMetadata (flight-sql-jdbc-core) reads up
+#: to 18.3 - a superset: every code of FlightSql.proto's SqlInfo enum in 0-9 and 500-576 but
+#: the result-set concurrency ones (568-571) - with the dense-union member FlightSql.proto
+#: gives each: 0 string, 1 bool, 2 bigint, 3 int32 bitmask, 4 string list, 5 int32 -> int32
+#: list map. A code the driver reads and the server lacks fails the driver.
 STR, BOOL, BIGINT, INT32, STRINGS, MAP = range(6)
 JDBC_SQL_INFO = {
     0: STR, 1: STR, 2: STR, 3: BOOL, 4: BOOL, 5: BOOL, 8: INT32, 9: BOOL,
