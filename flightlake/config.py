@@ -8,9 +8,12 @@ Credentials never come from the main config file: they come from the secrets fil
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,47 +24,228 @@ DEFAULT_CONFIG_FILE = Path("conf/flightlake.toml")
 DEFAULT_SECRETS_FILE = Path("conf/secrets.toml")
 
 
+#: DuckDB's memory units (1000^i, 1024^i and their words), as its SET memory_limit reads them
+_SIZE_UNITS = {
+    "b": 1, "byte": 1, "bytes": 1,
+    "k": 10**3, "kb": 10**3, "kilobyte": 10**3, "kilobytes": 10**3, "kib": 2**10,
+    "m": 10**6, "mb": 10**6, "megabyte": 10**6, "megabytes": 10**6, "mib": 2**20,
+    "g": 10**9, "gb": 10**9, "gigabyte": 10**9, "gigabytes": 10**9, "gib": 2**30,
+    "t": 10**12, "tb": 10**12, "terabyte": 10**12, "terabytes": 10**12, "tib": 2**40,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*|%)\s*$", re.IGNORECASE)
+#: below this DuckDB cannot allocate its first buffers (checked: "1MB" fails every query)
+MIN_MEMORY_BYTES = 16 * 10**6
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def physical_memory_bytes() -> int:
+    """This machine's RAM in bytes (sysconf), what a percentage memory limit is taken of."""
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a memory size as DuckDB reads them: ``2GB`` (1000^3), ``500MiB`` (1024^2),
+    ``1.5 gigabytes``; or ``80%`` of physical memory (DuckDB 1.5 itself refuses ``%``).
+
+    Raises ValueError for anything else (no unit, an unknown unit, zero).
+    """
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if unit == "%":
+        if not 0 < number <= 100:
+            raise ValueError(text)
+        return int(physical_memory_bytes() * number / 100)
+    if unit not in _SIZE_UNITS or number <= 0:
+        raise ValueError(text)
+    return int(number * _SIZE_UNITS[unit])
+
+
+def _memory_limit(value: str) -> str | None:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        return "a size such as 2GB, 500MiB or 1.5GB (KB/MB/GB/TB or KiB/MiB/GiB/TiB), or 80%"
+    if size < MIN_MEMORY_BYTES:
+        return f"at least {MIN_MEMORY_BYTES // 10**6}MB"
+    return None
+
+
+def _storage(value: str) -> str | None:
+    if value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if not _BUCKET.match(bucket):
+            return "s3://BUCKET[/PREFIX] with a bucket name of 3-63 characters a-z 0-9 . -"
+        return None
+    if not value.strip() or "://" in value:
+        return "a local folder, or s3://BUCKET[/PREFIX]"
+    return None
+
+
+def _endpoint(value: str) -> str | None:
+    if value and not re.match(r"^https?://[^/\s]+/?$", value):
+        return "empty (AWS), or http://HOST[:PORT] or https://HOST[:PORT]"
+    return None
+
+
+def _host(value: str) -> str | None:
+    bare = value.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+        return None
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value):
+        return "an IP address (127.0.0.1, ::1, 0.0.0.0) or a host name"
+    return None
+
+
+def _region(value: str) -> str | None:
+    return None if re.match(r"^[a-z0-9-]+$", value) else "a region name such as us-east-1"
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One configurable value: its name, type, default, environment name and help."""
+    """One configurable value: its name, type, default, help, and what values are allowed.
+
+    What is allowed is data, so a new setting only declares it: ``choices`` (compared without
+    case), ``min`` / ``max`` for numbers (inclusive), or ``check``, a function returning None
+    for a good value and otherwise what is allowed. Every setting declares one of them (a
+    bool's choices are true and false).
+    """
 
     name: str
     type: type
     default: Any
     help: str
+    choices: tuple[str, ...] = field(default=(), kw_only=True)
+    min: float | None = field(default=None, kw_only=True)
+    max: float | None = field(default=None, kw_only=True)
+    check: Callable[[Any], str | None] | None = field(default=None, kw_only=True)
+    #: the sentence a bad value's error ends with when ``check`` says no (for docs too)
+    allowed_text: str = field(default="", kw_only=True)
 
     @property
     def env(self) -> str:
         return "FLIGHTLAKE_" + self.name.upper()
 
+    @property
+    def allowed(self) -> str:
+        """What values are allowed, in words: ``one of debug, info, warning, error``."""
+        if self.type is bool:
+            return "true or false"
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.min is not None and self.max is not None:
+            return f"{_num(self.min)} to {_num(self.max)}"
+        if self.min is not None:
+            return f"at least {_num(self.min)}"
+        if self.max is not None:
+            return f"at most {_num(self.max)}"
+        return self.allowed_text
 
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` (already of ``type``) is allowed, else what is allowed."""
+        if self.choices and str(value).lower() not in self.choices:
+            return self.allowed
+        if isinstance(value, float) and not math.isfinite(value):
+            return self.allowed or "a finite number"
+        if self.min is not None and value < self.min:
+            return self.allowed
+        if self.max is not None and value > self.max:
+            return self.allowed
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+SECONDS_MAX = 10.0**9  # some 31 years: finite, and past any real setting
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "storage",
         str,
         "./flightlake-data",
         "Storage root: a local folder, or s3://BUCKET[/PREFIX] for S3 / MinIO.",
+        check=_storage,
+        allowed_text="a local folder, or s3://BUCKET[/PREFIX]",
     ),
     Setting(
         "s3_endpoint",
         str,
         "",
         "S3 endpoint URL, e.g. http://127.0.0.1:9000 for a local MinIO; empty means AWS.",
+        check=_endpoint,
+        allowed_text="empty (AWS), or http://HOST[:PORT] or https://HOST[:PORT]",
     ),
-    Setting("s3_region", str, "us-east-1", "S3 region."),
-    Setting("host", str, "127.0.0.1", "Address both servers bind to."),
-    Setting("flight_port", int, 8815, "Arrow Flight (and Flight SQL) port."),
-    Setting("http_port", int, 3110, "HTTP /v1 shim port; 0 disables the HTTP server."),
-    Setting("max_upload_bytes", int, 256 * 1024 * 1024, "Per-request HTTP upload cap in bytes."),
+    Setting(
+        "s3_region",
+        str,
+        "us-east-1",
+        "S3 region.",
+        check=_region,
+        allowed_text="a region name such as us-east-1",
+    ),
+    Setting(
+        "host",
+        str,
+        "127.0.0.1",
+        "Address both servers bind to (IPv6 too: ::1).",
+        check=_host,
+        allowed_text="an IP address (127.0.0.1, ::1, 0.0.0.0) or a host name",
+    ),
+    Setting(
+        "flight_port",
+        int,
+        8815,
+        "Arrow Flight (and Flight SQL) port; 0 picks a free one.",
+        min=0,
+        max=65535,
+    ),
+    Setting(
+        "http_port",
+        int,
+        3110,
+        "HTTP /v1 shim port; 0 disables the HTTP server.",
+        min=0,
+        max=65535,
+    ),
+    Setting(
+        "max_upload_bytes",
+        int,
+        256 * 1024 * 1024,
+        "Per-request HTTP upload cap in bytes.",
+        min=1,
+    ),
     Setting(
         "max_concurrent_ingests",
         int,
         4,
         "Ingests running at once; more are refused at once (UNAVAILABLE / 503).",
+        min=1,
     ),
-    Setting("max_list", int, 10_000, "Most datasets one listing returns."),
-    Setting("tls_cert", str, "", "PEM certificate file; with tls_key, serves TLS on both ports."),
-    Setting("tls_key", str, "", "PEM private key file for tls_cert."),
+    Setting("max_list", int, 10_000, "Most datasets one listing returns.", min=1),
+    Setting(
+        "tls_cert",
+        str,
+        "",
+        "PEM certificate file; with tls_key, serves TLS on both ports.",
+        check=lambda v: None,
+        allowed_text="empty, or a readable PEM file (checked at start)",
+    ),
+    Setting(
+        "tls_key",
+        str,
+        "",
+        "PEM private key file for tls_cert.",
+        check=lambda v: None,
+        allowed_text="empty, or a readable PEM file (checked at start)",
+    ),
     Setting(
         "insecure",
         bool,
@@ -73,32 +257,78 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         43_200.0,
         "Lifetime of the session tokens the Flight basic-auth handshake hands out.",
+        min=1,
+        max=SECONDS_MAX,
     ),
-    Setting("batch_rows", int, 65_536, "Rows per Arrow record batch in query results."),
-    Setting("query_memory_limit", str, "2GB", "DuckDB memory limit for queries."),
-    Setting("query_threads", int, 0, "DuckDB worker threads; 0 means one per core."),
-    Setting("query_timeout", float, 300.0, "Seconds a query may run before it is cancelled."),
     Setting(
-        "spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."
+        "batch_rows",
+        int,
+        65_536,
+        "Rows per Arrow record batch in query results.",
+        min=1,
+        max=2**31 - 1,
+    ),
+    Setting(
+        "query_memory_limit",
+        str,
+        "2GB",
+        "DuckDB memory limit for queries (2GB, 500MiB, or 80% of RAM).",
+        check=_memory_limit,
+        allowed_text="a size such as 2GB, 500MiB or 1.5GB, or 80%; at least 16MB",
+    ),
+    Setting(
+        "query_threads",
+        int,
+        0,
+        "DuckDB worker threads; 0 means one per core.",
+        min=0,
+        max=1024,
+    ),
+    Setting(
+        "query_timeout",
+        float,
+        300.0,
+        "Seconds a query may run before it is cancelled.",
+        min=0.001,
+        max=SECONDS_MAX,
+    ),
+    Setting(
+        "spool_dir",
+        str,
+        "",
+        "Folder for temporary CSV spool files; empty means the OS temp dir.",
+        check=lambda v: None,
+        allowed_text="empty, or a folder",
     ),
     Setting(
         "gc_grace_seconds",
         float,
         3600.0,
         "Unreferenced objects younger than this are never swept (protects live ingests).",
+        min=0,
+        max=SECONDS_MAX,
     ),
     Setting(
         "gc_interval_seconds",
         float,
         900.0,
         "Seconds between background sweeps of unreferenced objects (0: only at start).",
+        min=0,
+        max=SECONDS_MAX,
     ),
-    Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
+    Setting(
+        "log_level",
+        str,
+        "info",
+        "Log level: debug, info, warning or error (any case).",
+        choices=("debug", "info", "warning", "error"),
+    ),
     Setting(
         "log_format",
         str,
         "text",
         "Log line format: text (for people) or json (one object per line, with request_id).",
+        choices=("text", "json"),
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -150,7 +380,7 @@ class Settings:
     spool_dir: str = ""
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
-    log_level: str = "INFO"
+    log_level: str = "info"
     log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)
     query_credentials: Credentials = field(default_factory=Credentials)
@@ -164,22 +394,59 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(setting: Setting, value: Any, origin: str) -> Any:
-    if setting.type is bool and isinstance(value, str):
-        word = value.strip().lower()
+def _typed(setting: Setting, value: Any) -> Any:
+    """``value`` as ``setting.type``; ValueError when it is not one."""
+    if setting.type is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
         if word in ("1", "true", "yes", "on"):
             return True
         if word in ("0", "false", "no", "off", ""):
             return False
-        raise InvalidInput(f"{origin}: {setting.name} must be true or false, got {value!r}")
+        raise ValueError(value)
+    if setting.type in (int, float) and isinstance(value, bool):
+        raise ValueError(value)  # TOML true is not a number
+    if setting.type is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip().replace("_", ""))
+        return int(value)
+    if setting.type is float and isinstance(value, str):
+        return float(value.strip().replace("_", ""))
+    if setting.type is str and not isinstance(value, str):
+        raise ValueError(value)
+    return setting.type(value)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def checked(setting: Setting, value: Any, source: str) -> Any:
+    """``value`` from ``source`` converted to the setting's type and checked against what it
+    allows; raises InvalidInput with one line naming the source, the value, the setting and
+    what is allowed: ``FLIGHTLAKE_LOG_LEVEL='LOUD': log_level must be one of debug, ...``.
+
+    ``source`` is an environment variable, ``FILE: name`` or ``--flag``.
+    """
     try:
-        if setting.type is int and isinstance(value, str):
-            return int(value.replace("_", ""))
-        return setting.type(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(
-            f"{origin}: {setting.name} must be {setting.type.__name__}, got {value!r}"
-        ) from exc
+        typed = _typed(setting, value)
+    except (TypeError, ValueError, OverflowError):
+        allowed = _TYPE_WORDS.get(setting.type, setting.type.__name__)
+        if setting.allowed and setting.type is not bool:
+            allowed += f" ({setting.allowed})"
+        raise InvalidInput(f"{source}={value!r}: {setting.name} must be {allowed}") from None
+    problem = setting.problem(typed)
+    if problem:
+        raise InvalidInput(f"{source}={value!r}: {setting.name} must be {problem}")
+    if setting.choices:
+        typed = str(typed).lower()
+    if setting.name == "host":
+        typed = str(typed).strip("[]")  # [::1] and ::1 are the same address
+    return typed
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -253,15 +520,15 @@ def load_settings(
         for key, value in table.items():
             if key not in _BY_NAME:
                 raise InvalidInput(f"config file {path}: unknown setting {key!r}")
-            values[key] = _coerce(_BY_NAME[key], value, str(path))
+            values[key] = checked(_BY_NAME[key], value, f"{path}: {key}")
 
     for setting in SETTINGS:
         if setting.env in env:
-            values[setting.name] = _coerce(setting, env[setting.env], setting.env)
+            values[setting.name] = checked(setting, env[setting.env], setting.env)
 
     for key, value in (flags or {}).items():
         if value is not None:
-            values[key] = _coerce(_BY_NAME[key], value, f"--{key.replace('_', '-')}")
+            values[key] = checked(_BY_NAME[key], value, f"--{key.replace('_', '-')}")
 
     secrets_path = (
         Path(env["FLIGHTLAKE_SECRETS_FILE"])

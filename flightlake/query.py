@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from flightlake.config import Settings
+from flightlake.config import Settings, parse_size
 from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
 from flightlake.storage import Storage
 
@@ -96,7 +96,8 @@ class QueryEngine:
             "extension_directory": str(tmp / "extensions"),
             "secret_directory": str(tmp / "secrets"),
             "temp_directory": str(tmp / "spill"),
-            "memory_limit": settings.query_memory_limit,
+            # in bytes: DuckDB reads sizes itself but not "80%" (config.parse_size does)
+            "memory_limit": f"{parse_size(settings.query_memory_limit)}B",
             "allow_persistent_secrets": False,
         }
         if settings.query_threads > 0:
