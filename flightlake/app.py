@@ -12,7 +12,7 @@ import threading
 from types import FrameType
 
 from flightlake.auth import Authenticator, check_exposure
-from flightlake.config import Settings
+from flightlake.config import Settings, url_host
 from flightlake.errors import InvalidInput
 from flightlake.flight.server import FlightServer
 from flightlake.http import start_http
@@ -22,9 +22,11 @@ from flightlake.observe import setup_logging
 log = logging.getLogger("flightlake")
 
 
-def flight_location(settings: Settings) -> str:
+def flight_location(settings: Settings, port: int | None = None) -> str:
+    """The Flight URI for ``settings`` (``grpc://[::1]:8815`` for IPv6), on ``port`` if given."""
     scheme = "grpc+tls" if settings.tls_cert else "grpc"
-    return f"{scheme}://{settings.host}:{settings.flight_port}"
+    port = settings.flight_port if port is None else port
+    return f"{scheme}://{url_host(settings.host)}:{port}"
 
 
 def tls_kwargs(settings: Settings) -> dict[str, object]:
@@ -75,7 +77,7 @@ def run(settings: Settings, verbose: bool = False) -> None:
     signal.signal(signal.SIGINT, stop)
     log.info(
         "flight serving on %s (storage %s, %s)",
-        flight_location(settings).replace(f":{settings.flight_port}", f":{server.port}"),
+        flight_location(settings, server.port),
         lake.storage.describe(),
         f"{len(auth.principals)} principals" if auth.enabled else "no authentication",
     )

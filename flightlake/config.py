@@ -39,6 +39,11 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
+def url_host(host: str) -> str:
+    """``host`` as it sits in a URI: an IPv6 address in brackets (``[::1]``), else as is."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def physical_memory_bytes() -> int:
     """This machine's RAM in bytes (sysconf), what a percentage memory limit is taken of."""
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
