@@ -197,6 +197,12 @@ SETTINGS: tuple[Setting, ...] = (
         allowed_text="a region name such as us-east-1",
     ),
     Setting(
+        "s3_create_bucket",
+        bool,
+        False,
+        "Create the s3:// storage bucket when it is missing; otherwise serve refuses to start.",
+    ),
+    Setting(
         "host",
         str,
         "127.0.0.1",
@@ -368,6 +374,7 @@ class Settings:
     storage: str = "./flightlake-data"
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"
+    s3_create_bucket: bool = False
     host: str = "127.0.0.1"
     flight_port: int = 8815
     http_port: int = 3110
@@ -483,15 +490,35 @@ def _load_secrets(
         or query.get("secret_access_key", ""),
     )
     principals: list[Principal] = []
-    for entry in data.get("tokens", []):
-        principals.append(
-            Principal(entry.get("name", "token"), _role(entry, path), token=str(entry["token"]))
-        )
-    for entry in data.get("users", []):
-        principals.append(
-            Principal(str(entry["username"]), _role(entry, path), password=str(entry["password"]))
-        )
+    for i, entry in enumerate(_entries(data, "tokens", path), 1):
+        token = _field(entry, "tokens", i, "token", path)
+        name = str(entry.get("name", "token"))
+        principals.append(Principal(name, _role(entry, path), token=token))
+    for i, entry in enumerate(_entries(data, "users", path), 1):
+        username = _field(entry, "users", i, "username", path)
+        password = _field(entry, "users", i, "password", path)
+        principals.append(Principal(username, _role(entry, path), password=password))
     return creds, query_creds, tuple(principals)
+
+
+def _entries(data: Mapping[str, Any], table: str, path: Path | None) -> list[Mapping[str, Any]]:
+    entries = data.get(table, [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise InvalidInput(f"secrets file {path}: write each entry as a [[{table}]] table")
+    return entries
+
+
+def _field(entry: Mapping[str, Any], table: str, index: int, key: str, path: Path | None) -> str:
+    """``entry[key]`` as a non-empty string, else InvalidInput naming the entry and field
+    (by its position and name, never by its secret)."""
+    value = entry.get(key)
+    if isinstance(value, str | int) and str(value).strip():
+        return str(value)
+    label = f"[[{table}]] entry {index}"
+    if "name" in entry or "username" in entry:
+        label += f" ({str(entry.get('name', entry.get('username')))!r})"
+    state = "has no" if value is None else "has an empty or non-text"
+    raise InvalidInput(f"secrets file {path}: {label} {state} {key!r}")
 
 
 def _role(entry: Mapping[str, Any], path: Path | None) -> str:

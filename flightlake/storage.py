@@ -211,6 +211,19 @@ class Storage:
             if info.type == pafs.FileType.NotFound:
                 raise StorageError(f"storage root {self.root_url} does not exist")
 
+    def bucket_exists(self) -> bool:
+        """Whether the S3 bucket exists (True for local storage); StorageError when the store
+        does not answer."""
+        if not self.is_s3:
+            return True
+        with translate_errors("checking the bucket"):
+            return bool(self.fs.get_file_info(self.bucket).type != pafs.FileType.NotFound)
+
+    def create_bucket(self) -> None:
+        """Create the S3 bucket (serve --create-bucket); StorageError when the store refuses."""
+        with translate_errors(f"creating bucket {self.bucket!r}"):
+            self.boto.create_bucket(Bucket=self.bucket)
+
     # -- S3 details ----------------------------------------------------------------------
     def _s3_key(self, key: str) -> str:
         return f"{self.prefix}/{validate_key(key)}" if self.prefix else validate_key(key)
