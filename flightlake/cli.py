@@ -365,10 +365,18 @@ def _render_table(table: pa.Table, limit: int = 1000) -> str:
 def datasets(as_json: bool, remote: Remote) -> None:
     """List datasets."""
     client, options = remote.connect()
-    results = list(client.do_action(flight.Action("list", b""), options))
-    manifests = json.loads(results[0].body.to_pybytes()) if results else []
+    body = json.dumps({"with_total": True}).encode()
+    results = list(client.do_action(flight.Action("list", body), options))
+    answer = json.loads(results[0].body.to_pybytes()) if results else []
+    if isinstance(answer, list):  # a server before 0.2 answers the bare list
+        answer = {"datasets": answer, "total": len(answer), "max_list": None}
+    manifests = answer["datasets"]
+    hidden = answer["total"] - len(manifests)
+    footer = f"… {hidden} more not shown (max_list={answer['max_list']})" if hidden > 0 else ""
     if as_json:
         click.echo(json.dumps(manifests, indent=2))
+        if footer:
+            click.echo(footer, err=True)  # stdout stays JSON
         return
     table = pa.table(
         {
@@ -380,6 +388,8 @@ def datasets(as_json: bool, remote: Remote) -> None:
         }
     )
     click.echo(_render_table(table))
+    if footer:
+        click.echo(footer)
 
 
 @main.command()

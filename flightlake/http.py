@@ -251,8 +251,11 @@ class Api:
 
     async def datasets(self, request: Request) -> Response:
         self.authorize(request)
-        manifests = await run_in_threadpool(self.lake.datasets)
-        return JSONResponse([m.to_json() for m in manifests])
+        manifests, total = await run_in_threadpool(self.lake.datasets_page)
+        headers = {"X-Flightlake-Total": str(total)}  # a listing cut at max_list says so
+        if total > len(manifests):
+            headers["X-Flightlake-Truncated"] = "true"
+        return JSONResponse([m.to_json() for m in manifests], headers=headers)
 
     async def dataset(self, request: Request) -> Response:
         self.authorize(request)

@@ -117,7 +117,22 @@ class Lake:
 
     # -- catalog -------------------------------------------------------------------------
     def datasets(self) -> list[Manifest]:
-        return self.catalog.list(limit=self.settings.max_list)
+        """The live datasets sorted by name, at most ``max_list`` of them (see datasets_page)."""
+        return self.datasets_page()[0]
+
+    def datasets_page(self) -> tuple[list[Manifest], int]:
+        """(the first ``max_list`` live datasets sorted by name, how many live datasets there
+        are). A listing cut at ``max_list`` is logged, so a hidden dataset is never silent."""
+        every = self.catalog.list()
+        shown = every[: self.settings.max_list]
+        if len(shown) < len(every):
+            log.warning(
+                "dataset listing cut at max_list=%d: %d of %d datasets shown",
+                self.settings.max_list,
+                len(shown),
+                len(every),
+            )
+        return shown, len(every)
 
     def dataset(self, name: str) -> Manifest:
         return self.catalog.get(name)

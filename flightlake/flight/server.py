@@ -280,7 +280,21 @@ class FlightServer(flight.FlightServerBase):
             name = body.decode("utf-8", "replace").strip()
             out = {"dropped": self.lake.drop(name).name}
         elif kind == "list":
-            out = [m.to_json() for m in self.lake.datasets()]
+            shown, total = self.lake.datasets_page()
+            out = [m.to_json() for m in shown]
+            if body.strip():  # {"with_total": true}: say whether max_list cut the listing
+                try:
+                    asked = json.loads(body)
+                except ValueError:
+                    asked = None
+                if asked != {"with_total": True}:
+                    raise InvalidInput('list takes an empty body or {"with_total": true}')
+                out = {
+                    "datasets": out,
+                    "total": total,
+                    "truncated": total > len(shown),
+                    "max_list": self.lake.settings.max_list,
+                }
         elif kind == "gc":
             grace = float(body) if body.strip() else None
             out = {"deleted": self.lake.gc(grace)}
