@@ -16,13 +16,14 @@ from types import FrameType
 import pyarrow as pa
 
 from flightlake.auth import Authenticator, check_exposure
-from flightlake.config import Settings, url_host
+from flightlake.config import Settings
 from flightlake.errors import InvalidInput, StorageError
 from flightlake.flight.server import FlightServer
 from flightlake.http import start_http
 from flightlake.lake import Lake
 from flightlake.observe import setup_logging
 from flightlake.storage import Storage
+from flightlake.values import url_host
 
 log = logging.getLogger("flightlake")
 

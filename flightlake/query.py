@@ -28,9 +28,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from flightlake.config import Settings, parse_size
+from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
 from flightlake.storage import Storage
+from flightlake.values import parse_size
 
 log = logging.getLogger("flightlake.query")
 

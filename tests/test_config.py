@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from flightlake.config import SETTINGS, Settings, load_settings, parse_size
+from flightlake.config import SETTINGS, Settings, load_settings
 from flightlake.errors import InvalidInput
+from flightlake.values import parse_size
 from tests.subprocess_server import FLIGHTLAKE, env_without_flightlake
 
 
