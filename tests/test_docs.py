@@ -330,3 +330,24 @@ def test_a_serve_line_must_serve(tmp_path: Path, tmp_path_factory: pytest.TempPa
         assert "before it served" in failure
     finally:
         docs.close()
+
+
+def test_the_doc_venv_has_what_make_serve_installs() -> None:
+    """The docs run on the venv `make test` made; the README promises what `make serve`
+    installs (the `clients` extra). Both must hold the same client packages."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(reqs: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower() for r in reqs}
+
+    assert names(extras["clients"]) <= names(extras["dev"]) | {"flightlake"}
+    makefile = (ROOT / "Makefile").read_text()
+    installed = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    assert "-e '.[clients]'" in installed, "make serve must install the clients extra"
+    for name in names(extras["clients"]):
+        assert importlib.metadata.version(name), f"{name} is not installed in this venv"
