@@ -9,6 +9,12 @@ with a reason:
 
     <!-- doc-test: skip (needs docker) -->
 
+The other marker restarts the file's server with more environment, for the block after it
+and the rest of the file (the doc's prose says to restart it that way, e.g. with a secrets
+file an earlier block wrote):
+
+    <!-- doc-test: server FLIGHTLAKE_SECRETS_FILE=secrets.toml -->
+
 A marker without a reason, or any other ``doc-test:`` word, is an error, so a typo never
 silently stops a block from running.
 """
@@ -25,6 +31,7 @@ RUN_LANGS = SHELL_LANGS | {"python"}
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 MARKER = re.compile(r"<!--\s*doc-test:(.*?)-->")
 SKIP = re.compile(r"^\s*skip\s*\((.+)\)\s*$")
+SERVER = re.compile(r"^\s*server\s+((?:[A-Z_][A-Z0-9_]*=\S+\s*)+)$")
 
 #: the documented ports, replaced by the ports of the server each file runs against
 FLIGHT_PORT, HTTP_PORT = 8815, 3110
@@ -48,6 +55,8 @@ class Block:
     lang: str
     text: str
     skip: str | None = None
+    #: environment to restart the file's server with before this block (a server marker)
+    server_env: dict[str, str] | None = None
 
     @property
     def first_line(self) -> int:
@@ -67,20 +76,25 @@ def extract(path: Path) -> list[Block]:
     """The runnable blocks of the Markdown file ``path``, in order."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
-    pending: tuple[int, str] | None = None  # (line, reason) of a skip marker
+    pending: tuple[int, str | None, dict[str, str] | None] | None = None  # a marker
     i = 0
     while i < len(lines):
         line = lines[i]
         marker = MARKER.search(line)
         if marker:
             word = marker.group(1)
-            skip = SKIP.match(word)
-            if not skip or not skip.group(1).strip():
+            skip, server = SKIP.match(word), SERVER.match(word)
+            if skip and skip.group(1).strip():
+                pending = (i + 1, skip.group(1).strip(), None)
+            elif server:
+                env = dict(pair.split("=", 1) for pair in server.group(1).split())
+                pending = (i + 1, None, env)
+            else:
                 raise DocError(
                     f"{path.name}:{i + 1}: doc-test marker must read "
-                    f"`<!-- doc-test: skip (REASON) -->`, got {marker.group(0)!r}"
+                    "`<!-- doc-test: skip (REASON) -->` or "
+                    f"`<!-- doc-test: server NAME=VALUE ... -->`, got {marker.group(0)!r}"
                 )
-            pending = (i + 1, skip.group(1).strip())
             i += 1
             continue
         fence = FENCE.match(line)
@@ -108,7 +122,8 @@ def extract(path: Path) -> list[Block]:
             )
         if lang in RUN_LANGS:
             text = "\n".join(body) + "\n"
-            blocks.append(Block(path, start + 1, lang, text, pending[1] if pending else None))
+            skip_reason, env = (pending[1], pending[2]) if pending else (None, None)
+            blocks.append(Block(path, start + 1, lang, text, skip_reason, env))
         pending = None
     if pending:
         raise DocError(f"{path.name}:{pending[0]}: a doc-test marker with no block after it")

@@ -7,7 +7,9 @@ order: later ones may use what earlier ones made (a CSV, a dataset, a Python var
 failure names the file and the line. Asking for one block (``-k 'cli.md:70'``) runs the
 blocks before it in that file first. A block is skipped only by a visible marker in the doc,
 ``<!-- doc-test: skip (REASON) -->`` on the line before its fence; pytest's summary lists
-each skipped block with its reason.
+each skipped block with its reason. ``<!-- doc-test: server NAME=VALUE ... -->`` restarts the
+file's server with that environment before the block (as the doc's prose tells the reader to),
+for the rest of the file; Python blocks after it start a fresh namespace.
 
 How a file runs, as a user would after ``make serve`` (the venv is the one ``make test`` made
 the documented way; this interpreter):
@@ -99,6 +101,7 @@ class DocRun:
     path: Path
     workdir: Path
     stack: ExitStack = field(default_factory=ExitStack)
+    server_stack: ExitStack = field(default_factory=ExitStack)
     server: ServerProcess | None = None
     driver: subprocess.Popen[str] | None = None
     answers: int = -1
@@ -118,11 +121,18 @@ class DocRun:
         if curl:
             (shims / "curl").write_text(f'#!/bin/sh\nexec {curl} -sS --fail-with-body "$@"\n')
             (shims / "curl").chmod(0o755)
-        self.server = self.stack.enter_context(
+        self.stack.callback(self.server_stack.close)
+        self.serve({})
+
+    def serve(self, env: dict[str, str]) -> None:
+        """(Re)start the file's server with ``env``; /health answers without credentials."""
+        self._stop_driver()
+        self.server_stack.close()
+        self.server = self.server_stack.enter_context(
             flightlake_serve(
-                env=env_without_flightlake(),
+                env=env_without_flightlake(env),
                 cwd=self.workdir,
-                ready=lambda s: answers_flight(s) and answers_http(s),
+                ready=lambda s: answers_http(s) and (bool(env) or answers_flight(s)),
             )
         )
 
@@ -144,6 +154,11 @@ class DocRun:
     def run(self, block: Block) -> str | None:
         """Run ``block``; None when it passed, else what went wrong (output included)."""
         assert self.server is not None
+        if block.server_env is not None:
+            try:
+                self.serve(block.server_env)
+            except AssertionError as exc:  # it exited: the doc's restart does not work
+                return f"restarting the server with {block.server_env} failed: {exc}"
         if block.lang == "python":
             return self._run_python(block)
         script = shell_script(block, PRELUDE, "doc_serve")
@@ -203,6 +218,7 @@ class DocRun:
             self.driver.wait()
         if self.driver is not None and self.driver.stdin:
             self.driver.stdin.close()
+        self.driver = None
         if self.answers >= 0:
             os.close(self.answers)
             self.answers = -1
@@ -281,6 +297,12 @@ def test_markers_need_a_reason_and_a_block(tmp_path: Path) -> None:
     doc.write_text("a\n<!-- doc-test: skip (needs docker) -->\n```sh\ndocker ps\n```\n")
     [block] = extract(doc)
     assert (block.line, block.skip) == (3, "needs docker")
+    doc.write_text("<!-- doc-test: server A=1 B_2=x.toml -->\n```sh\ntrue\n```\n")
+    [block] = extract(doc)
+    assert (block.skip, block.server_env) == (None, {"A": "1", "B_2": "x.toml"})
+    doc.write_text("<!-- doc-test: server -->\n```sh\ntrue\n```\n")
+    with pytest.raises(DocError, match="must read"):
+        extract(doc)
 
 
 def test_a_drifted_block_fails_naming_file_and_line(
@@ -351,3 +373,28 @@ def test_the_doc_venv_has_what_make_serve_installs() -> None:
     assert "-e '.[clients]'" in installed, "make serve must install the clients extra"
     for name in names(extras["clients"]):
         assert importlib.metadata.version(name), f"{name} is not installed in this venv"
+
+
+def test_a_server_marker_restarts_the_server_with_its_environment(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    doc = tmp_path / "auth.md"
+    doc.write_text(
+        "```sh\nprintf '[[tokens]]\\ntoken = \"t0k\"\\n' > s.toml\n```\n\n"
+        "<!-- doc-test: server FLIGHTLAKE_SECRETS_FILE=s.toml -->\n"
+        "```sh\ncurl -H 'Authorization: Bearer t0k' http://127.0.0.1:3110/v1/datasets\n```\n\n"
+        "```sh\ncurl http://127.0.0.1:3110/v1/datasets\n```\n"
+    )
+    write, with_token, without = extract(doc)
+    docs = DocRunner(tmp_path_factory)
+    try:
+        run = docs.for_file(doc)
+        first = run.server
+        assert run.run(write) is None
+        assert run.run(with_token) is None
+        assert run.server is not first  # restarted, on new ports
+        failure = run.run(without)  # the restarted server keeps asking for credentials
+        assert failure is not None
+        assert "401" in failure
+    finally:
+        docs.close()
