@@ -10,10 +10,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# Runtime install with the client packages the README's examples use (exact versions from
-# constraints.txt).
+# Runtime install (exact versions from constraints.txt).
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e '.[clients]'
+	$(PIP) install --quiet -c constraints.txt -e .
 	touch $@
 
 # Runtime + the client libraries the README tour imports (pandas, polars, ADBC, httpx).

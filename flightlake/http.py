@@ -61,7 +61,6 @@ from flightlake.http_upload import (
 )
 from flightlake.lake import Lake, check_mode
 from flightlake.openapi import OPENAPI
-from flightlake.values import url_host
 
 log = logging.getLogger("flightlake.http")
 

@@ -10,7 +10,7 @@ import time
 import uvicorn
 from starlette.types import ASGIApp
 
-from flightlake.config import url_host
+from flightlake.values import url_host
 
 
 class HttpServer:
