@@ -29,7 +29,7 @@ from pathlib import Path
 SHELL_LANGS = frozenset({"sh", "bash", "shell", "console"})
 RUN_LANGS = SHELL_LANGS | {"python"}
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
-MARKER = re.compile(r"<!--\s*doc-test:(.*?)-->")
+MARKER = re.compile(r"^\s*<!--\s*doc-test:(.*?)-->\s*$")  # a line of its own, not prose
 SKIP = re.compile(r"^\s*skip\s*\((.+)\)\s*$")
 SERVER = re.compile(r"^\s*server\s+((?:[A-Z_][A-Z0-9_]*=\S+\s*)+)$")
 
@@ -80,7 +80,7 @@ def extract(path: Path) -> list[Block]:
     i = 0
     while i < len(lines):
         line = lines[i]
-        marker = MARKER.search(line)
+        marker = MARKER.match(line)
         if marker:
             word = marker.group(1)
             skip, server = SKIP.match(word), SERVER.match(word)
