@@ -253,6 +253,15 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("debug", "info", "warning", "error"),
     ),
     Setting(
+        "workers",
+        int,
+        1,
+        "Server processes sharing the Flight and HTTP ports (SO_REUSEPORT) over one lake; "
+        "each sees the others' commits within freshness_seconds.",
+        min=1,
+        max=256,
+    ),
+    Setting(
         "log_format",
         str,
         "text",
@@ -310,6 +319,7 @@ class Settings:
     spool_dir: str = ""
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
+    workers: int = 1
     log_level: str = "info"
     log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)

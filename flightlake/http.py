@@ -420,6 +420,7 @@ def start_http(
         settings.http_port if port is None else port,
         settings.tls_cert,
         settings.tls_key,
+        reuse_port=settings.workers > 1,
     )
     return server.start()
 

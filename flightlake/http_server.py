@@ -17,12 +17,19 @@ class HttpServer:
     """uvicorn serving ``app`` from a thread of this process; ``start`` binds or raises."""
 
     def __init__(
-        self, app: ASGIApp, host: str, port: int, tls_cert: str = "", tls_key: str = ""
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        tls_cert: str = "",
+        tls_key: str = "",
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            self._socket = socket.create_server((host, port), family=family)
+            # reuse_port: `serve --workers N` binds N processes to one port (SO_REUSEPORT)
+            self._socket = socket.create_server((host, port), family=family, reuse_port=reuse_port)
         except OSError as exc:
             raise OSError(
                 exc.errno, f"HTTP cannot listen on {host}:{port}: {exc.strerror}"
