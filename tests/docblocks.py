@@ -9,9 +9,9 @@ with a reason:
 
     <!-- doc-test: skip (needs docker) -->
 
-The other marker restarts the file's server with more environment, for the block after it
-and the rest of the file (the doc's prose says to restart it that way, e.g. with a secrets
-file an earlier block wrote):
+The other marker runs the block after it against the file's server restarted with more
+environment (the doc's prose says to restart it that way, e.g. with a secrets file an earlier
+block wrote); the next block without the marker gets the plain server back:
 
     <!-- doc-test: server FLIGHTLAKE_SECRETS_FILE=secrets.toml -->
 

@@ -7,9 +7,10 @@ order: later ones may use what earlier ones made (a CSV, a dataset, a Python var
 failure names the file and the line. Asking for one block (``-k 'cli.md:70'``) runs the
 blocks before it in that file first. A block is skipped only by a visible marker in the doc,
 ``<!-- doc-test: skip (REASON) -->`` on the line before its fence; pytest's summary lists
-each skipped block with its reason. ``<!-- doc-test: server NAME=VALUE ... -->`` restarts the
-file's server with that environment before the block (as the doc's prose tells the reader to),
-for the rest of the file; Python blocks after it start a fresh namespace.
+each skipped block with its reason. ``<!-- doc-test: server NAME=VALUE ... -->`` runs the block
+after it against the file's server restarted with that environment (as the doc's prose tells
+the reader to); the next block without it gets the plain server back. Python blocks after a
+restart start a fresh namespace.
 
 How a file runs, as a user would after ``make serve`` (the venv is the one ``make test`` made
 the documented way; this interpreter):
@@ -103,6 +104,7 @@ class DocRun:
     stack: ExitStack = field(default_factory=ExitStack)
     server_stack: ExitStack = field(default_factory=ExitStack)
     server: ServerProcess | None = None
+    server_env: dict[str, str] = field(default_factory=dict)
     driver: subprocess.Popen[str] | None = None
     answers: int = -1
     results: dict[int, str | None] = field(default_factory=dict)  # line -> failure or None
@@ -128,6 +130,7 @@ class DocRun:
         """(Re)start the file's server with ``env``; /health answers without credentials."""
         self._stop_driver()
         self.server_stack.close()
+        self.server_env = env
         self.server = self.server_stack.enter_context(
             flightlake_serve(
                 env=env_without_flightlake(env),
@@ -154,11 +157,12 @@ class DocRun:
     def run(self, block: Block) -> str | None:
         """Run ``block``; None when it passed, else what went wrong (output included)."""
         assert self.server is not None
-        if block.server_env is not None:
+        wanted = block.server_env or {}
+        if wanted != self.server_env:
             try:
-                self.serve(block.server_env)
+                self.serve(wanted)
             except AssertionError as exc:  # it exited: the doc's restart does not work
-                return f"restarting the server with {block.server_env} failed: {exc}"
+                return f"restarting the server with {wanted} failed: {exc}"
         if block.lang == "python":
             return self._run_python(block)
         script = shell_script(block, PRELUDE, "doc_serve")
@@ -385,9 +389,11 @@ def test_a_server_marker_restarts_the_server_with_its_environment(
         "```sh\nprintf '[[tokens]]\\ntoken = \"t0k\"\\n' > s.toml\n```\n\n"
         "<!-- doc-test: server FLIGHTLAKE_SECRETS_FILE=s.toml -->\n"
         "```sh\ncurl -H 'Authorization: Bearer t0k' http://127.0.0.1:3110/v1/datasets\n```\n\n"
+        "```sh\ncurl http://127.0.0.1:3110/v1/datasets\n```\n\n"
+        "<!-- doc-test: server FLIGHTLAKE_SECRETS_FILE=s.toml -->\n"
         "```sh\ncurl http://127.0.0.1:3110/v1/datasets\n```\n"
     )
-    write, with_token, without = extract(doc)
+    write, with_token, plain, without = extract(doc)
     docs = DocRunner(tmp_path_factory)
     try:
         run = docs.for_file(doc)
@@ -395,7 +401,8 @@ def test_a_server_marker_restarts_the_server_with_its_environment(
         assert run.run(write) is None
         assert run.run(with_token) is None
         assert run.server is not first  # restarted, on new ports
-        failure = run.run(without)  # the restarted server keeps asking for credentials
+        assert run.run(plain) is None  # the plain server is back for a block without marker
+        failure = run.run(without)  # with the secrets file, no token is refused
         assert failure is not None
         assert "401" in failure
     finally:
