@@ -75,11 +75,55 @@ SETTINGS: tuple[Setting, ...] = (
         "Lifetime of the session tokens the Flight basic-auth handshake hands out.",
     ),
     Setting("batch_rows", int, 65_536, "Rows per Arrow record batch in query results."),
-    Setting("query_memory_limit", str, "2GB", "DuckDB memory limit for queries."),
+    Setting(
+        "query_memory_limit",
+        str,
+        "2GB",
+        "DuckDB memory limit for all queries together; a query past it fails "
+        "RESOURCE_EXHAUSTED-style (Flight INVALID_ARGUMENT, HTTP 507).",
+    ),
     Setting("query_threads", int, 0, "DuckDB worker threads; 0 means one per core."),
-    Setting("query_timeout", float, 300.0, "Seconds a query may run before it is cancelled."),
+    Setting(
+        "query_timeout",
+        float,
+        60.0,
+        "Seconds a query may run (to the end of its result stream) before it is cancelled.",
+    ),
+    Setting(
+        "max_concurrent_queries",
+        int,
+        0,
+        "Queries running at once; 0 means two per core. More wait for a slot.",
+    ),
+    Setting(
+        "query_queue_seconds",
+        float,
+        10.0,
+        "Seconds a query waits for a slot before it fails UNAVAILABLE / 503 with Retry-After.",
+    ),
+    Setting(
+        "max_result_batch_bytes",
+        int,
+        256 * 1024 * 1024,
+        "Largest result record batch a query may produce (DuckDB's memory limit does not "
+        "cover result values); larger fails RESOURCE_EXHAUSTED-style.",
+    ),
     Setting(
         "spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."
+    ),
+    Setting(
+        "min_free_spool_bytes",
+        int,
+        512 * 1024 * 1024,
+        "An ingest fails rather than leave less free space than this on the spool disk "
+        "(0: no check).",
+    ),
+    Setting(
+        "min_free_storage_bytes",
+        int,
+        512 * 1024 * 1024,
+        "With local storage, an ingest fails rather than leave less free space than this on "
+        "the storage disk (0: no check).",
     ),
     Setting(
         "gc_grace_seconds",
@@ -146,8 +190,13 @@ class Settings:
     batch_rows: int = 65_536
     query_memory_limit: str = "2GB"
     query_threads: int = 0
-    query_timeout: float = 300.0
+    query_timeout: float = 60.0
+    max_concurrent_queries: int = 0
+    query_queue_seconds: float = 10.0
+    max_result_batch_bytes: int = 256 * 1024 * 1024
     spool_dir: str = ""
+    min_free_spool_bytes: int = 512 * 1024 * 1024
+    min_free_storage_bytes: int = 512 * 1024 * 1024
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
     log_level: str = "INFO"

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,21 +276,31 @@ class Lake:
 
     # -- query ---------------------------------------------------------------------------
     def query(
-        self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
+        self,
+        sql: str,
+        batch_rows: int | None = None,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
-        """Run client SQL; the reader streams the result. ``params`` bind its placeholders."""
+        """Run client SQL; the reader streams the result. ``params`` bind its placeholders;
+        ``cancelled`` says when the client is gone (the query is then interrupted)."""
         if self._stale_views:
             self._rebuild_stale_views()
         try:
-            return self.engine.execute(sql, batch_rows, params)
+            return self.engine.execute(sql, batch_rows, params, cancelled)
         except NotFound as exc:
             raise self._unavailable_if_stale(exc) from exc
 
-    def query_schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
+    def query_schema(
+        self,
+        sql: str,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> pa.Schema:
         if self._stale_views:
             self._rebuild_stale_views()
         try:
-            return self.engine.schema(sql, params)
+            return self.engine.schema(sql, params, cancelled)
         except NotFound as exc:
             raise self._unavailable_if_stale(exc) from exc
 

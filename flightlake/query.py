@@ -24,8 +24,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from flightlake import observe
+from flightlake.admission import CLIENT_GONE, TIMEOUT, QuerySlots, Watch, Watchdog
 from flightlake.config import Settings
-from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
+from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
 from flightlake.storage import Storage
 
 log = logging.getLogger("flightlake.query")
@@ -102,8 +104,12 @@ class QueryEngine:
         self._ddl = threading.Lock()
         self._views: set[str] = set()
         self._schemas: dict[str, pa.Schema] = {}
-        self._count_lock = threading.Lock()
-        self._active = 0
+        cores = os.cpu_count() or 1
+        self._slots = QuerySlots(
+            settings.max_concurrent_queries or 2 * cores, settings.query_queue_seconds
+        )
+        self._watchdog = Watchdog()
+        observe.bind_queries(lambda: self.active_queries, lambda: self.queued_queries)
         if storage.is_s3:
             self._setup_s3()
         data_root = storage.root_url.rstrip("/") + "/data/"
@@ -243,63 +249,131 @@ class QueryEngine:
             raise QueryError(f"not allowed: {qualified} is not a dataset")
         raise NotFound(f"dataset {table!r} not found")
 
-    def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
-        """The result schema of ``sql`` without running it to completion."""
+    def schema(
+        self,
+        sql: str,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> pa.Schema:
+        """The result schema of ``sql`` without running it to completion.
+
+        ``cancelled`` (the front end's "is my client gone?") is polled by the watchdog, which
+        interrupts the binding when it turns true or after ``query_timeout`` seconds.
+        """
         self.check(sql)
         cursor = self._cursor()
+        watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
         try:
             rel = cursor.sql(sql, params=params)
             return rel.limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
-            raise _translate(exc) from exc
+            raise self._translate(exc, watch.reason) from exc
         finally:
+            self._watchdog.unwatch(watch)
             cursor.close()
 
     def execute(
-        self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
+        self,
+        sql: str,
+        batch_rows: int | None = None,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
         """Run ``sql`` and return a reader streaming its result batch by batch.
 
         ``params`` fill the statement's ``?`` / ``$1`` (a sequence) or ``$name`` (a mapping)
         placeholders through DuckDB's own binding, never by pasting text into the SQL.
 
-        The cursor lives as long as the reader is being consumed; the query is interrupted
-        after ``query_timeout`` seconds or when the reader is closed early.
+        The query first takes one of ``max_concurrent_queries`` slots, waiting up to
+        ``query_queue_seconds`` (else ``Unavailable``). The slot and the cursor live as long
+        as the reader is being consumed. The watchdog interrupts the query, before or after
+        its first batch, once ``cancelled()`` (the front end's "is my client gone?") turns
+        true or ``query_timeout`` seconds have passed; closing the reader early interrupts it
+        too. A result batch larger than ``max_result_batch_bytes`` and DuckDB running out of
+        ``query_memory_limit`` raise ``ResourceExhausted``.
         """
         self.check(sql)
-        cursor = self._cursor()
-        timer = threading.Timer(self.settings.query_timeout, cursor.interrupt)
-        timer.daemon = True
-        timer.start()
+        self._slots.acquire(cancelled)
+        try:
+            cursor = self._cursor()
+        except BaseException:
+            self._slots.release()
+            raise
+        watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
         try:
             cursor.execute(sql, params)
             reader = cursor.to_arrow_reader(batch_rows or self.settings.batch_rows)
-        except duckdb.Error as exc:
-            timer.cancel()
-            cursor.close()
-            raise _translate(exc, self.settings.query_timeout) from exc
-        except BaseException:
-            timer.cancel()
-            cursor.close()
+        except BaseException as exc:
+            self._end(watch, cursor)
+            if isinstance(exc, duckdb.Error):
+                raise self._translate(exc, watch.reason) from exc
             raise
-        with self._count_lock:
-            self._active += 1
-        return pa.RecordBatchReader.from_batches(
-            reader.schema,
-            _guarded(reader, cursor, timer, self.settings.query_timeout, self._finished),
-        )
+        batches = self._guarded(reader, cursor, watch)
+        next(batches)  # started: dropping it unread now runs its finally (frees the slot)
+        return pa.RecordBatchReader.from_batches(reader.schema, batches)
 
-    def _finished(self) -> None:
-        with self._count_lock:
-            self._active -= 1
+    def _guarded(
+        self, reader: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, watch: Watch
+    ) -> Iterator[pa.RecordBatch]:
+        """The result batches, after one ``None`` that ``execute`` consumes; the query ends
+        (slot freed, cursor closed) however the iteration ends, even if never read."""
+        cap = self.settings.max_result_batch_bytes
+        try:
+            yield None
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except (pa.ArrowException, duckdb.Error, OSError) as exc:
+                    # DuckDB errors raised after the first chunk surface through Arrow's C
+                    # stream as plain OSError; they are still query errors.
+                    raise self._translate(exc, watch.reason) from exc
+                if cap > 0 and batch.nbytes > cap:
+                    observe.RESOURCE_REFUSALS.labels("memory").inc()
+                    raise ResourceExhausted(
+                        f"query result too large for memory: one result batch holds "
+                        f"{batch.nbytes / (1 << 20):,.0f} MiB, more than "
+                        f"max_result_batch_bytes ({cap / (1 << 20):,.0f} MiB); select fewer "
+                        "or smaller values"
+                    )
+                yield batch
+        finally:
+            self._end(watch, cursor)
+
+    def _end(self, watch: Watch, cursor: duckdb.DuckDBPyConnection) -> None:
+        """A query is over (done, failed or abandoned): stop it and free its slot."""
+        self._watchdog.unwatch(watch)
+        try:
+            cursor.interrupt()
+        finally:
+            cursor.close()
+            self._slots.release()
+
+    def _translate(self, exc: BaseException, reason: str = "") -> Exception:
+        """A DuckDB failure as a flightlake error; ``reason`` is why the watchdog interrupted
+        the query, if it did."""
+        if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(exc):
+            observe.RESOURCE_REFUSALS.labels("memory").inc()
+            return ResourceExhausted(
+                "query ran out of memory: the queries running now need more than "
+                f"query_memory_limit ({self.settings.query_memory_limit}) allows; "
+                f"{str(exc).split(chr(10))[0]}"
+            )
+        return _translate(exc, reason, self.settings.query_timeout)
 
     @property
     def active_queries(self) -> int:
-        """Queries whose result stream is still open."""
-        with self._count_lock:
-            return self._active
+        """Queries running or streaming their result now."""
+        return self._watchdog.active
+
+    @property
+    def queued_queries(self) -> int:
+        """Queries waiting for a slot now."""
+        return self._slots.waiting
 
     def close(self) -> None:
+        self._watchdog.close()
         self._con.close()
         self._tmp.cleanup()
 
@@ -316,41 +390,14 @@ def _walk(node: object) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
-def _guarded(
-    reader: pa.RecordBatchReader,
-    cursor: duckdb.DuckDBPyConnection,
-    timer: threading.Timer,
-    timeout: float,
-    finished: Callable[[], None],
-) -> Iterator[pa.RecordBatch]:
-    try:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowException, duckdb.Error, OSError) as exc:
-                # DuckDB errors raised after the first chunk surface through Arrow's C stream
-                # as plain OSError; they are still query errors.
-                raise _translate(exc, timeout) from exc
-            yield batch
-    finally:
-        timer.cancel()
-        try:
-            cursor.interrupt()
-        finally:
-            cursor.close()
-            finished()
-
-
-def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
+def _translate(exc: BaseException, reason: str = "", timeout: float = 0.0) -> Exception:
     text = str(exc)
     if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
-        return QueryError(
-            f"query cancelled (timeout {timeout:.0f} s or client gone)"
-            if timeout
-            else "query cancelled"
-        )
+        if reason == TIMEOUT:
+            return QueryError(f"query cancelled: it ran longer than query_timeout ({timeout:g} s)")
+        if reason == CLIENT_GONE:
+            return QueryError("query cancelled: the client went away")
+        return QueryError("query cancelled")
     if isinstance(exc, duckdb.IOException) and ("HTTP" in text or "connect" in text.lower()):
         return Unavailable(f"object store unreachable while querying: {text}")
     if isinstance(exc, duckdb.CatalogException) and "does not exist" in text:

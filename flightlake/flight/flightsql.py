@@ -37,7 +37,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,9 @@ from flightlake.flight.flightsql_meta import (
 from flightlake.flight.server import Counted, _arrow_batches, _log
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
+
+#: A call's "is the client gone?" (``ServerCallContext.is_cancelled``).
+Cancelled = Callable[[], bool]
 
 CATALOG = "flightlake"
 DB_SCHEMA = "main"
@@ -212,20 +215,24 @@ class FlightSqlHandler:
 
     # -- GetFlightInfo ---------------------------------------------------------------------
     def get_flight_info(
-        self, descriptor: flight.FlightDescriptor, cmd: Command
+        self,
+        descriptor: flight.FlightDescriptor,
+        cmd: Command,
+        cancelled: Cancelled | None = None,
     ) -> flight.FlightInfo:
         msg = cmd.message
         if cmd.name == "CommandStatementQuery":
             assert msg is not None
             _refuse_transaction(msg)
-            return self._info(descriptor, self._schema(msg.query), statement_ticket(msg.query))
+            schema = self._schema(msg.query, cancelled=cancelled)
+            return self._info(descriptor, schema, statement_ticket(msg.query))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
             rows = _rows(stmt.params)
             # Resolved again on every execution: the dataset may have been replaced (with
             # other columns) since the statement was prepared.
-            schema = self._schema(stmt.sql, rows[0] if rows else None)
+            schema = self._schema(stmt.sql, rows[0] if rows else None, cancelled)
             return self._info(descriptor, schema, statement_ticket(stmt.sql, stmt.params))
         schema = self._metadata_schema(cmd)
         return self._info(descriptor, schema, flight.Ticket(cmd.raw))
@@ -235,9 +242,11 @@ class FlightSqlHandler:
     ) -> flight.FlightInfo:
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
 
-    def _schema(self, sql: str, params: list[Any] | None = None) -> pa.Schema:
+    def _schema(
+        self, sql: str, params: list[Any] | None = None, cancelled: Cancelled | None = None
+    ) -> pa.Schema:
         try:
-            return self.lake.query_schema(sql, params)
+            return self.lake.query_schema(sql, params, cancelled)
         except QueryError as exc:
             raise _explain_write(exc) from exc
 
@@ -270,27 +279,31 @@ class FlightSqlHandler:
         return _unsupported(f"{name} is not supported by flightlake")
 
     # -- DoGet -----------------------------------------------------------------------------
-    def do_get(self, cmd: Command) -> flight.RecordBatchStream:
+    def do_get(self, cmd: Command, cancelled: Cancelled | None = None) -> flight.RecordBatchStream:
+        """``cancelled`` is the call's "is the client gone?" (deadline, cancel, disconnect):
+        the query watchdog polls it and interrupts the query, before its first batch too."""
         msg = cmd.message
         if cmd.name == "TicketStatementQuery":
             assert msg is not None
             sql, params = _read_handle(msg.statement_handle)
-            return self._stream(sql, params)
+            return self._stream(sql, params, cancelled)
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
-            return self._stream(stmt.sql, stmt.params)
+            return self._stream(stmt.sql, stmt.params, cancelled)
         return flight.RecordBatchStream(self._metadata(cmd))
 
-    def _stream(self, sql: str, params: pa.Table | None) -> flight.RecordBatchStream:
+    def _stream(
+        self, sql: str, params: pa.Table | None, cancelled: Cancelled | None = None
+    ) -> flight.RecordBatchStream:
         rows = _rows(params)
         try:
-            reader = self.lake.query(sql, params=rows[0] if rows else None)
+            reader = self.lake.query(sql, params=rows[0] if rows else None, cancelled=cancelled)
         except QueryError as exc:
             raise _explain_write(exc) from exc
         if rows is not None and len(rows) > 1:  # every parameter set runs; results in order
             reader = pa.RecordBatchReader.from_batches(
-                reader.schema, self._chain(reader, sql, rows[1:])
+                reader.schema, self._chain(reader, sql, rows[1:], cancelled)
             )
         fields = {"sql": json.dumps(sql[:200])}
         if rows is not None:
@@ -299,11 +312,15 @@ class FlightSqlHandler:
         return flight.RecordBatchStream(counted.stream())
 
     def _chain(
-        self, first: pa.RecordBatchReader, sql: str, rest: list[list[Any]]
+        self,
+        first: pa.RecordBatchReader,
+        sql: str,
+        rest: list[list[Any]],
+        cancelled: Cancelled | None = None,
     ) -> Iterator[pa.RecordBatch]:
         yield from first
         for row in rest:
-            yield from self.lake.query(sql, params=row)
+            yield from self.lake.query(sql, params=row, cancelled=cancelled)
 
     def _metadata(self, cmd: Command) -> pa.Table:
         msg = cmd.message

@@ -28,6 +28,7 @@ from flightlake.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    ResourceExhausted,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -58,6 +59,11 @@ def to_flight_error(exc: FlightlakeError) -> Exception:
     if isinstance(exc, Conflict):
         text = msg if "conflict" in msg.lower() else f"conflict: {msg}"
         return pa.ArrowInvalid(text)  # INVALID_ARGUMENT, message says conflict
+    if isinstance(exc, ResourceExhausted):
+        # pyarrow's Flight server cannot send RESOURCE_EXHAUSTED (its status mapping has no
+        # such case; checked with ADBC, which prints the gRPC code): INVALID_ARGUMENT, as
+        # for a too-large upload: the request as sent will not succeed.
+        return pa.ArrowInvalid(f"resource exhausted: {msg}")
     if isinstance(exc, TooLarge | InvalidInput):
         return pa.ArrowInvalid(msg)  # INVALID_ARGUMENT
     if isinstance(exc, Unavailable):
@@ -192,7 +198,7 @@ class FlightServer(flight.FlightServerBase):
         self, context: Any, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
         if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
-            return self.sql.get_flight_info(descriptor, cmd)
+            return self.sql.get_flight_info(descriptor, cmd, context.is_cancelled)
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
             path = [
                 p.decode("utf-8", "replace") if isinstance(p, bytes) else p for p in descriptor.path
@@ -201,7 +207,7 @@ class FlightServer(flight.FlightServerBase):
                 raise InvalidInput(f"path must have exactly one part, got {path}")
             return self.flight_info(self.lake.dataset(path[0]))
         sql = tickets.command_sql(descriptor.command)
-        schema = self.lake.query_schema(sql)
+        schema = self.lake.query_schema(sql, cancelled=context.is_cancelled)
         endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql), [])
         return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
 
@@ -213,9 +219,10 @@ class FlightServer(flight.FlightServerBase):
     @flight_errors
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
-            return self.sql.do_get(cmd)
+            return self.sql.do_get(cmd, context.is_cancelled)
         sql = tickets.ticket_sql(ticket.ticket)
-        counted = Counted(self.lake.query(sql), "do_get", sql=sql[:200])
+        reader = self.lake.query(sql, cancelled=context.is_cancelled)  # the watchdog polls it
+        counted = Counted(reader, "do_get", sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
     @flight_errors

@@ -1,0 +1,197 @@
+"""What the box can serve: query admission, the query watchdog and the disk guard.
+
+Nothing here knows DuckDB; ``query.py`` hands in plain callables.
+
+- ``QuerySlots``: at most ``max_concurrent_queries`` queries run at once. A query beyond
+  that waits for a slot up to ``query_queue_seconds`` (giving up early when its client goes
+  away), then fails ``Unavailable`` naming the limit (Flight UNAVAILABLE, HTTP 503 with
+  ``Retry-After``).
+- ``Watchdog``: one daemon thread that looks at every running query every
+  ``POLL_SECONDS``. A query whose client has gone (deadline passed, cancelled, disconnected:
+  the front end's ``cancelled()`` says so) or whose ``query_timeout`` has passed is
+  interrupted, again at every poll until it ends: DuckDB forgets an interrupt that lands
+  before its query has started. A handler thread blocked inside DuckDB cannot notice its
+  client leaving itself, so this thread does it, before or after the first batch alike.
+  Each interruption is counted once in ``flightlake_queries_cancelled_total{reason}``.
+- ``check_free_disk``: refuses to let an ingest fill a volume below a floor of free bytes,
+  with a message that names the disk's role, never its path (clients never see server paths).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flightlake import observe
+from flightlake.errors import ResourceExhausted, Unavailable
+
+log = logging.getLogger("flightlake.admission")
+
+#: Seconds between two looks of the watchdog (and between two checks of a queued query).
+POLL_SECONDS = 0.1
+
+#: Why a query was interrupted: the ``reason`` label of the cancellation counter.
+TIMEOUT = "timeout"
+CLIENT_GONE = "client_gone"
+
+
+class QuerySlots:
+    """A counting gate with a bounded wait: ``acquire`` a slot per query, ``release`` it
+    when the query's stream ends."""
+
+    def __init__(self, limit: int, queue_seconds: float) -> None:
+        self.limit = max(1, limit)
+        self.queue_seconds = max(0.0, queue_seconds)
+        self._free = threading.Semaphore(self.limit)
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def acquire(self, cancelled: Callable[[], bool] | None = None) -> None:
+        """Take a slot, waiting up to ``queue_seconds``.
+
+        Raises ``Unavailable`` (naming ``max_concurrent_queries``) when none frees in time,
+        and ``Cancelled`` when ``cancelled()`` turns true while waiting.
+        """
+        if self._free.acquire(blocking=False):
+            return
+        deadline = time.monotonic() + self.queue_seconds
+        with self._lock:
+            self._waiting += 1
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    observe.QUERIES_REJECTED.inc()
+                    raise Unavailable(
+                        f"server busy: all {self.limit} query slots "
+                        f"(max_concurrent_queries) stayed taken for "
+                        f"{self.queue_seconds:g} s (query_queue_seconds); retry shortly",
+                        retry_after=max(1, round(self.queue_seconds / 2)),
+                    )
+                if self._free.acquire(timeout=min(POLL_SECONDS, left)):
+                    return
+                if cancelled is not None and cancelled():
+                    observe.QUERIES_CANCELLED.labels(CLIENT_GONE).inc()
+                    raise Cancelled("query cancelled while queued: the client went away")
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def release(self) -> None:
+        self._free.release()
+
+    @property
+    def waiting(self) -> int:
+        """Queries waiting for a slot now."""
+        with self._lock:
+            return self._waiting
+
+
+class Cancelled(Unavailable):
+    """The client went away before its query got a slot (nobody reads this error)."""
+
+
+@dataclass(eq=False)
+class Watch:
+    """One running query as the watchdog sees it."""
+
+    interrupt: Callable[[], None]
+    cancelled: Callable[[], bool] | None
+    deadline: float  # time.monotonic() after which the query is interrupted
+    reason: str = ""  # set once the watchdog interrupts it
+    started: float = field(default_factory=time.monotonic)
+
+
+class Watchdog:
+    """Interrupts running queries whose client is gone or whose time is up (see module)."""
+
+    def __init__(self, poll_seconds: float = POLL_SECONDS) -> None:
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._watches: set[Watch] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flightlake-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(
+        self,
+        interrupt: Callable[[], None],
+        cancelled: Callable[[], bool] | None,
+        timeout: float,
+    ) -> Watch:
+        """Start watching a query; pass the result to ``unwatch`` when it ends."""
+        entry = Watch(interrupt, cancelled, time.monotonic() + timeout)
+        with self._lock:
+            self._watches.add(entry)
+        return entry
+
+    def unwatch(self, entry: Watch) -> None:
+        """Stop watching. After this returns the watchdog never calls ``entry``'s callables
+        again (the front end's call context may be gone once the call has ended)."""
+        with self._lock:
+            self._watches.discard(entry)
+
+    @property
+    def active(self) -> int:
+        """Queries being watched now (running, or streaming their result)."""
+        with self._lock:
+            return len(self._watches)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.sweep()
+            except Exception:  # never let one bad callable stop the watchdog
+                log.exception("query watchdog sweep failed")
+
+    def sweep(self) -> None:
+        """Look at every query once (the thread calls this every ``poll_seconds``)."""
+        now = time.monotonic()
+        with self._lock:  # held while calling cancelled(): unwatch waits for it
+            for entry in list(self._watches):
+                reason = entry.reason
+                if not reason:
+                    if now >= entry.deadline:
+                        reason = TIMEOUT
+                    elif entry.cancelled is not None and entry.cancelled():
+                        reason = CLIENT_GONE
+                    if not reason:
+                        continue
+                    entry.reason = reason
+                    observe.QUERIES_CANCELLED.labels(reason).inc()
+                    log.info(
+                        "interrupting a query after %.1f s: %s",
+                        now - entry.started,
+                        "query_timeout passed" if reason == TIMEOUT else "its client went away",
+                    )
+                entry.interrupt()
+
+
+def check_free_disk(folder: str, min_free_bytes: int, disk: str, setting: str) -> None:
+    """Raise ResourceExhausted when ``folder``'s volume has less than ``min_free_bytes``
+    free. ``disk`` names the volume's role in the message ("ingest spool disk"), ``setting``
+    the setting that sets the floor; the path itself is never shown. 0 disables the check."""
+    if min_free_bytes <= 0:
+        return
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # the write itself will fail and say why
+    if free < min_free_bytes:
+        observe.RESOURCE_REFUSALS.labels(disk).inc()
+        raise ResourceExhausted(
+            f"not enough free space on the {disk}: {_mib(free)} free, and ingests keep at "
+            f"least {_mib(min_free_bytes)} free ({setting}); nothing was committed"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
