@@ -175,21 +175,25 @@ class Watchdog:
                 entry.interrupt()
 
 
-def check_free_disk(folder: str, min_free_bytes: int, disk: str, setting: str) -> None:
-    """Raise ResourceExhausted when ``folder``'s volume has less than ``min_free_bytes``
-    free. ``disk`` names the volume's role in the message ("ingest spool disk"), ``setting``
-    the setting that sets the floor; the path itself is never shown. 0 disables the check."""
-    if min_free_bytes <= 0:
+def check_free_disk(
+    folder: str, need_free_bytes: int, disk: str, setting: str, floor: int | None = None
+) -> None:
+    """Raise ResourceExhausted when ``folder``'s volume has less than ``need_free_bytes``
+    free (the floor ``floor`` plus what is about to be written). ``disk`` names the
+    volume's role in the message ("ingest spool disk"), ``setting`` the setting that sets
+    the floor; the path itself is never shown. ``need_free_bytes`` <= 0 skips the check."""
+    if need_free_bytes <= 0:
         return
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
         return  # the write itself will fail and say why
-    if free < min_free_bytes:
+    if free < need_free_bytes:
         observe.RESOURCE_REFUSALS.labels(disk).inc()
+        keep = need_free_bytes if floor is None else floor
         raise ResourceExhausted(
             f"not enough free space on the {disk}: {_mib(free)} free, and ingests keep at "
-            f"least {_mib(min_free_bytes)} free ({setting}); nothing was committed"
+            f"least {_mib(keep)} free ({setting}); nothing was committed"
         )
 
 

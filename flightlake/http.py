@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -60,6 +59,7 @@ from flightlake.errors import (
     Unauthenticated,
     Unavailable,
 )
+from flightlake.ingest import spool
 from flightlake.lake import IngestResult, Lake, check_mode
 from flightlake.openapi import OPENAPI
 
@@ -291,11 +291,9 @@ def ingest_upload(
     Parquet and Arrow IPC need random access, so they are spooled here first."""
     if fmt == "csv":
         return lake.ingest_csv(name, chunks, mode)
-    with tempfile.NamedTemporaryFile(prefix="flightlake-upload-", dir=spool_dir or None) as tmp:
-        for chunk in chunks:
-            tmp.write(chunk)
-        tmp.flush()
-        schema, batches = _open_arrow(Path(tmp.name), fmt)
+    floor = lake.settings.min_free_spool_bytes
+    with spool(chunks, spool_dir, floor, suffix=f".{fmt}") as (path, _size):
+        schema, batches = _open_arrow(path, fmt)
         return lake.ingest_arrow(name, schema, batches, mode)
 
 

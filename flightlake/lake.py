@@ -189,7 +189,10 @@ class Lake:
         mode = check_mode(mode)
         with self.ingest_slot(name):
             head = self._precheck(name, mode)
-            with spool(chunks, self.settings.spool_dir) as (path, size):
+            with spool(chunks, self.settings.spool_dir, self.settings.min_free_spool_bytes) as (
+                path,
+                size,
+            ):
                 return self._ingest_spooled_csv(name, mode, head, path, size)
 
     def ingest_csv_file(self, name: str, path: Path, mode: str | None = "append") -> IngestResult:
