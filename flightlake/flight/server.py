@@ -136,6 +136,9 @@ class Counted:
         except GeneratorExit:
             code = "cancelled"
             raise
+        except FlightlakeError as exc:  # raised mid-stream: past the handler's decorator
+            code = observe.error_code(exc)
+            raise to_flight_error(exc) from None
         except BaseException as exc:
             code = observe.error_code(exc)
             raise
