@@ -20,6 +20,8 @@ Nothing here knows DuckDB; ``query.py`` hands in plain callables.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import shutil
 import threading
 import time
@@ -34,9 +36,13 @@ log = logging.getLogger("flightlake.admission")
 #: Seconds between two looks of the watchdog (and between two checks of a queued query).
 POLL_SECONDS = 0.1
 
+#: Growth of resident memory during a query above which it is blamed for passing the ceiling.
+MEMORY_MARGIN = 64 << 20
+
 #: Why a query was interrupted: the ``reason`` label of the cancellation counter.
 TIMEOUT = "timeout"
 CLIENT_GONE = "client_gone"
+MEMORY = "memory"
 
 
 class QuerySlots:
@@ -104,13 +110,24 @@ class Watch:
     deadline: float  # time.monotonic() after which the query is interrupted
     reason: str = ""  # set once the watchdog interrupts it
     started: float = field(default_factory=time.monotonic)
+    rss_at_start: int = 0  # the process's resident bytes when the query started
 
 
 class Watchdog:
-    """Interrupts running queries whose client is gone or whose time is up (see module)."""
+    """Interrupts running queries whose client is gone or whose time is up (see module).
 
-    def __init__(self, poll_seconds: float = POLL_SECONDS) -> None:
+    With ``memory_ceiling`` (bytes, 0: none), it also interrupts the running queries while
+    the process's resident memory is above it: DuckDB's own memory limit does not cover
+    every allocation (result values, strings, lists), and the server must outlive the query.
+    Only queries during which memory grew by more than ``MEMORY_MARGIN`` are interrupted:
+    allocators keep freed pages for a while, and a query that starts while resident memory
+    is still high from an earlier one is not to blame for it.
+    """
+
+    def __init__(self, poll_seconds: float = POLL_SECONDS, memory_ceiling: int = 0) -> None:
         self.poll_seconds = poll_seconds
+        self.memory_ceiling = memory_ceiling if resident_bytes() else 0
+        self.last_rss = 0
         self._lock = threading.Lock()
         self._watches: set[Watch] = set()
         self._stop = threading.Event()
@@ -125,6 +142,8 @@ class Watchdog:
     ) -> Watch:
         """Start watching a query; pass the result to ``unwatch`` when it ends."""
         entry = Watch(interrupt, cancelled, time.monotonic() + timeout)
+        if self.memory_ceiling:
+            entry.rss_at_start = resident_bytes()
         with self._lock:
             self._watches.add(entry)
         return entry
@@ -155,11 +174,16 @@ class Watchdog:
     def sweep(self) -> None:
         """Look at every query once (the thread calls this every ``poll_seconds``)."""
         now = time.monotonic()
+        rss = resident_bytes() if self.memory_ceiling else 0
+        self.last_rss = rss
+        over = bool(self.memory_ceiling) and rss > self.memory_ceiling
         with self._lock:  # held while calling cancelled(): unwatch waits for it
             for entry in list(self._watches):
                 reason = entry.reason
                 if not reason:
-                    if now >= entry.deadline:
+                    if over and rss > entry.rss_at_start + MEMORY_MARGIN:
+                        reason = MEMORY
+                    elif now >= entry.deadline:
                         reason = TIMEOUT
                     elif entry.cancelled is not None and entry.cancelled():
                         reason = CLIENT_GONE
@@ -170,9 +194,52 @@ class Watchdog:
                     log.info(
                         "interrupting a query after %.1f s: %s",
                         now - entry.started,
-                        "query_timeout passed" if reason == TIMEOUT else "its client went away",
+                        _WHY[reason],
                     )
                 entry.interrupt()
+
+
+_WHY = {
+    TIMEOUT: "query_timeout passed",
+    CLIENT_GONE: "its client went away",
+    MEMORY: "server memory above max_server_memory_bytes",
+}
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+def parse_bytes(text: str) -> int:
+    """A DuckDB-style size ("2GB", "400MB", "1.5GiB", "1000000") in bytes; 0 if unreadable."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _UNITS:
+        return 0
+    try:
+        return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    except ValueError:
+        return 0
+
+
+def memory_ceiling(explicit: int, query_memory_limit: str) -> int:
+    """``max_server_memory_bytes``, or (when 0) ``query_memory_limit`` plus 1 GiB for
+    everything else the server holds (Arrow batches in flight, ingests, the interpreter)."""
+    if explicit > 0:
+        return explicit
+    limit = parse_bytes(query_memory_limit)
+    return limit + (1 << 30) if limit else 0
+
+
+def resident_bytes() -> int:
+    """This process's resident memory in bytes (Linux ``/proc/self/statm``); 0 elsewhere."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def check_free_disk(

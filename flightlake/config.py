@@ -109,6 +109,13 @@ SETTINGS: tuple[Setting, ...] = (
         "cover result values); larger fails RESOURCE_EXHAUSTED-style.",
     ),
     Setting(
+        "max_server_memory_bytes",
+        int,
+        0,
+        "Resident memory of the server above which every running query is interrupted "
+        "(RESOURCE_EXHAUSTED-style); 0 means query_memory_limit + 1 GiB.",
+    ),
+    Setting(
         "spool_dir", str, "", "Folder for temporary CSV spool files; empty means the OS temp dir."
     ),
     Setting(
@@ -194,6 +201,7 @@ class Settings:
     max_concurrent_queries: int = 0
     query_queue_seconds: float = 10.0
     max_result_batch_bytes: int = 256 * 1024 * 1024
+    max_server_memory_bytes: int = 0
     spool_dir: str = ""
     min_free_spool_bytes: int = 512 * 1024 * 1024
     min_free_storage_bytes: int = 512 * 1024 * 1024

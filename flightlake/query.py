@@ -25,7 +25,15 @@ import duckdb
 import pyarrow as pa
 
 from flightlake import observe
-from flightlake.admission import CLIENT_GONE, TIMEOUT, QuerySlots, Watch, Watchdog
+from flightlake.admission import (
+    CLIENT_GONE,
+    MEMORY,
+    TIMEOUT,
+    QuerySlots,
+    Watch,
+    Watchdog,
+    memory_ceiling,
+)
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
 from flightlake.storage import Storage
@@ -108,7 +116,11 @@ class QueryEngine:
         self._slots = QuerySlots(
             settings.max_concurrent_queries or 2 * cores, settings.query_queue_seconds
         )
-        self._watchdog = Watchdog()
+        self._watchdog = Watchdog(
+            memory_ceiling=memory_ceiling(
+                settings.max_server_memory_bytes, settings.query_memory_limit
+            )
+        )
         observe.bind_queries(lambda: self.active_queries, lambda: self.queued_queries)
         if storage.is_s3:
             self._setup_s3()
@@ -353,6 +365,15 @@ class QueryEngine:
     def _translate(self, exc: BaseException, reason: str = "") -> Exception:
         """A DuckDB failure as a flightlake error; ``reason`` is why the watchdog interrupted
         the query, if it did."""
+        interrupted = isinstance(exc, duckdb.InterruptException)
+        if reason == MEMORY and (interrupted or "INTERRUPT" in str(exc).upper()):
+            observe.RESOURCE_REFUSALS.labels("memory").inc()
+            ceiling = self._watchdog.memory_ceiling >> 20
+            return ResourceExhausted(
+                f"query interrupted to protect the server's memory: its resident memory "
+                f"passed {ceiling:,} MiB (max_server_memory_bytes; by default "
+                f"query_memory_limit {self.settings.query_memory_limit} + 1 GiB)"
+            )
         if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(exc):
             observe.RESOURCE_REFUSALS.labels("memory").inc()
             return ResourceExhausted(

@@ -230,6 +230,29 @@ def test_a_result_too_large_for_memory_is_resource_exhausted(tmp_path: Path, sql
         assert running.client.do_get(flight.Ticket(b"SELECT 1 AS x")).read_all().num_rows == 1
 
 
+def test_server_memory_ceiling_interrupts_the_query_that_grows_it(tmp_path: Path) -> None:
+    """Strings DuckDB's memory limit does not see: many 100 kB values, 100 GB in all, with
+    the batch cap off. The watchdog interrupts the query once the process's resident memory
+    passes the ceiling; the next query runs although the allocator still holds the pages."""
+    from flightlake.admission import resident_bytes
+
+    ceiling = resident_bytes() + (300 << 20)
+    settings = make_settings(
+        str(tmp_path / "lake"), max_result_batch_bytes=0, max_server_memory_bytes=ceiling
+    )
+    sql = "SELECT repeat('x', 100000) AS s FROM range(1000000)"
+    with flight_server(settings) as running:
+        with pytest.raises(pa.ArrowInvalid) as caught:
+            running.client.do_get(flight.Ticket(sql.encode())).read_all()
+        message = str(caught.value).split(". Detail:")[0]
+        assert "protect the server's memory" in message
+        assert "max_server_memory_bytes" in message
+        assert resident_bytes() < ceiling + (2 << 30)  # stopped long before 100 GB
+        for _ in range(3):
+            table = running.client.do_get(flight.Ticket(b"SELECT 1 AS x")).read_all()
+            assert table.num_rows == 1
+
+
 # -- disk -----------------------------------------------------------------------------------
 def put_csv(client: flight.FlightClient, name: str, body: bytes) -> dict[str, Any]:
     command = json.dumps({"ingest": name, "format": "csv"}).encode()
