@@ -129,6 +129,30 @@ def test_http_client_hanging_up_stops_the_query(tmp_path: Path) -> None:
         lake.close()
 
 
+def test_a_client_leaving_mid_stream_stops_the_query(srv: Running) -> None:
+    reader = srv.client.do_get(flight.Ticket(ENDLESS_ROWS.encode()))
+    assert reader.read_chunk().data.num_rows > 0
+    reader.cancel()
+    assert_stopped(srv.lake)
+
+
+def test_an_http_client_leaving_mid_stream_stops_the_query(tmp_path: Path) -> None:
+    from flightlake.lake import Lake
+
+    settings = make_settings(str(tmp_path / "lake"), query_timeout=120)
+    lake = Lake(settings)
+    try:
+        with http_server(lake, settings) as running:
+            headers = {"accept": "application/vnd.apache.arrow.stream"}
+            body = {"sql": ENDLESS_ROWS}
+            with running.client.stream("POST", "/v1/sql", json=body, headers=headers) as reply:
+                assert reply.status_code == 200
+                assert next(reply.iter_bytes())
+            assert_stopped(lake)
+    finally:
+        lake.close()
+
+
 def test_query_timeout_stops_a_query_before_its_first_batch(tmp_path: Path) -> None:
     settings = make_settings(str(tmp_path / "lake"), query_timeout=1)
     with flight_server(settings) as running:
