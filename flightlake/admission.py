@@ -101,6 +101,28 @@ class Cancelled(Unavailable):
     """The client went away before its query got a slot (nobody reads this error)."""
 
 
+class CallCheck:
+    """A rebindable "is the client gone?" for a query that outlives the call that started
+    it (Flight's GetFlightInfo starts a query whose DoGet streams it). ``bind`` the current
+    call's check, ``detach`` it before that call ends: a call context must not be asked
+    once its call is over. Detached, the check answers False."""
+
+    def __init__(self, check: Callable[[], bool] | None = None) -> None:
+        self._check = check
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:  # bind/detach wait for a check in progress
+            return bool(self._check()) if self._check is not None else False
+
+    def bind(self, check: Callable[[], bool] | None) -> None:
+        with self._lock:
+            self._check = check
+
+    def detach(self) -> None:
+        self.bind(None)
+
+
 @dataclass(eq=False)
 class Watch:
     """One running query as the watchdog sees it."""

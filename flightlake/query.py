@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ _DENIED_FUNCTIONS = frozenset(
     }
 )
 _SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pragma_", "pg_", "information_schema")
+AUDIT_CACHE_SIZE = 512  # SQL texts whose sandbox verdict is remembered (per generation)
 CATALOG = "flightlake"  # the database the views live in: flightlake.main.<dataset>
 
 
@@ -111,6 +113,10 @@ class QueryEngine:
         self._con.execute(f"USE {CATALOG}")
         self._ddl = threading.Lock()
         self._views: set[str] = set()
+        self.generation = 0  # bumped whenever a view changes: cached schemas are stale then
+        # SQL texts that passed the sandbox walk at a generation (a client prepares, gets the
+        # flight info and fetches the same text: it is walked once, not three times).
+        self._audited: OrderedDict[str, int] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
         cores = os.cpu_count() or 1
         self._slots = QuerySlots(
@@ -172,12 +178,14 @@ class QueryEngine:
                 raise StorageError(f"cannot read the objects of {name}: {exc}") from exc
             self._views.add(name)
             self._schemas[name] = schema
+            self.generation += 1
 
     def drop_view(self, name: str) -> None:
         with self._ddl:
             self._con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
             self._views.discard(name)
             self._schemas.pop(name, None)
+            self.generation += 1
 
     def view_schema(self, name: str) -> pa.Schema | None:
         """The schema ``SELECT * FROM name`` streams (may differ from the stored Parquet
@@ -199,7 +207,17 @@ class QueryEngine:
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
+        generation = self.generation
+        with self._ddl:
+            if self._audited.get(sql) == generation:
+                self._audited.move_to_end(sql)
+                return sql
         self._audit(sql)
+        with self._ddl:
+            self._audited[sql] = generation
+            self._audited.move_to_end(sql)
+            while len(self._audited) > AUDIT_CACHE_SIZE:
+                self._audited.popitem(last=False)
         return sql
 
     def _audit(self, sql: str) -> None:

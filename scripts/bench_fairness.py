@@ -8,7 +8,7 @@ For each DuckDB thread setting (``FLIGHTLAKE_QUERY_THREADS``; 0 = one per core) 
 1. idle: ``--runs`` point queries (``SELECT ... WHERE worker_id = ?`` over the 500k rows, one row
    back) over Flight, one after another; the median is the idle latency;
 2. loaded: ``--heavy`` client threads keep one heavy query each running (a group-by over a
-   cross join of the dataset with range(), about a minute alone, sent with a 20 s deadline
+   cross join of the dataset with range(), sent with a 20 s deadline
    so the server stops it when the client gives up), and the same point queries run again.
 
 It prints the medians and p90s against the issue's target (loaded median ≤ 3 x idle

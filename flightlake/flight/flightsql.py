@@ -60,6 +60,7 @@ from flightlake.flight.flightsql_meta import (
     XDBC_TYPES,
     sql_info_table,
 )
+from flightlake.flight.pending import PendingResults
 from flightlake.flight.server import Counted, _arrow_batches, _log
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
@@ -148,32 +149,42 @@ def _rows(params: pa.Table | None) -> list[list[Any]] | None:
     return [list(row.values()) for row in params.to_pylist()]
 
 
-def statement_ticket(sql: str, params: pa.Table | None = None) -> flight.Ticket:
-    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64)."""
+def statement_ticket(
+    sql: str, params: pa.Table | None = None, pending: str | None = None
+) -> flight.Ticket:
+    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64), plus
+    the id of a result this server already started for it (see flight.pending)."""
     doc: dict[str, str] = {"sql": sql}
     if params is not None and params.num_rows:
         doc["params"] = base64.b64encode(_ipc(params)).decode()
+    if pending:
+        doc["pending"] = pending
     handle = json.dumps(doc).encode()
     return flight.Ticket(pb.pack(pb.TicketStatementQuery(statement_handle=handle)))
 
 
-def _read_handle(handle: bytes) -> tuple[str, pa.Table | None]:
+def _read_handle(handle: bytes) -> tuple[str, pa.Table | None, str | None]:
     try:
         doc = json.loads(handle)
         params = None
         if "params" in doc:
             params = pa.ipc.open_stream(base64.b64decode(doc["params"])).read_all()
-        return str(doc["sql"]), params
+        pending = doc.get("pending")
+        return str(doc["sql"]), params, pending if isinstance(pending, str) else None
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise InvalidInput(f"malformed Flight SQL statement ticket: {exc}") from exc
 
 
 @dataclass
 class Prepared:
-    """One prepared statement: its SQL and its bound parameters."""
+    """One prepared statement: its SQL, its bound parameters, and the result schema resolved
+    when it was prepared (valid while the lake's views are at ``generation``)."""
 
     sql: str
     params: pa.Table | None = None
+    schema: pa.Schema | None = None
+    generation: int = -1
+    pending: str | None = None  # the id of the result started when it was prepared
 
 
 @dataclass(frozen=True)
@@ -188,8 +199,9 @@ class Command:
 class FlightSqlHandler:
     """Serves the Flight SQL commands over one Lake."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, pending: PendingResults | None = None) -> None:
         self.lake = lake
+        self.pending = pending if pending is not None else PendingResults()
         self._prepared: OrderedDict[bytes, Prepared] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -224,15 +236,26 @@ class FlightSqlHandler:
         if cmd.name == "CommandStatementQuery":
             assert msg is not None
             _refuse_transaction(msg)
-            schema = self._schema(msg.query, cancelled=cancelled)
-            return self._info(descriptor, schema, statement_ticket(msg.query))
+            schema, key = self._start(msg.query, cancelled)
+            return self._info(descriptor, schema, statement_ticket(msg.query, pending=key))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
             rows = _rows(stmt.params)
-            # Resolved again on every execution: the dataset may have been replaced (with
-            # other columns) since the statement was prepared.
-            schema = self._schema(stmt.sql, rows[0] if rows else None, cancelled)
+            pending, stmt.pending = stmt.pending, None  # a started result serves one fetch
+            if rows is None and stmt.schema is not None and stmt.generation == self.lake.generation:
+                # As prepared: no view changed since. DB-API clients prepare every new
+                # statement, so the query started then is the one this fetch streams.
+                return self._info(
+                    descriptor, stmt.schema, statement_ticket(stmt.sql, pending=pending)
+                )
+            self.pending.discard(pending)
+            # A view changed since it was prepared (the dataset may have other columns now),
+            # or bound parameters decide the types: resolve again.
+            if rows is None:
+                schema, key = self._start(stmt.sql, cancelled)
+                return self._info(descriptor, schema, statement_ticket(stmt.sql, pending=key))
+            schema = self._schema(stmt.sql, rows[0], cancelled)
             return self._info(descriptor, schema, statement_ticket(stmt.sql, stmt.params))
         schema = self._metadata_schema(cmd)
         return self._info(descriptor, schema, flight.Ticket(cmd.raw))
@@ -249,6 +272,18 @@ class FlightSqlHandler:
             return self.lake.query_schema(sql, params, cancelled)
         except QueryError as exc:
             raise _explain_write(exc) from exc
+
+    def _start(self, sql: str, cancelled: Cancelled | None = None) -> tuple[pa.Schema, str]:
+        """Start ``sql`` (no parameters); return its schema and the id its reader is parked
+        under for the DoGet that follows (one DuckDB execution per query, not two).
+        ``cancelled`` is this call's client check while the query starts."""
+        try:
+            reader, key = self.pending.start(
+                lambda check: self.lake.query(sql, cancelled=check), cancelled
+            )
+        except QueryError as exc:
+            raise _explain_write(exc) from exc
+        return reader.schema, key
 
     def _metadata_schema(self, cmd: Command) -> pa.Schema:
         schemas = {
@@ -285,20 +320,26 @@ class FlightSqlHandler:
         msg = cmd.message
         if cmd.name == "TicketStatementQuery":
             assert msg is not None
-            sql, params = _read_handle(msg.statement_handle)
-            return self._stream(sql, params, cancelled)
+            sql, params, pending = _read_handle(msg.statement_handle)
+            return self._stream(sql, params, self.pending.claim(pending, cancelled), cancelled)
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
-            return self._stream(stmt.sql, stmt.params, cancelled)
+            return self._stream(stmt.sql, stmt.params, None, cancelled)
         return flight.RecordBatchStream(self._metadata(cmd))
 
     def _stream(
-        self, sql: str, params: pa.Table | None, cancelled: Cancelled | None = None
+        self,
+        sql: str,
+        params: pa.Table | None,
+        started: pa.RecordBatchReader | None = None,
+        cancelled: Cancelled | None = None,
     ) -> flight.RecordBatchStream:
         rows = _rows(params)
         try:
-            reader = self.lake.query(sql, params=rows[0] if rows else None, cancelled=cancelled)
+            reader = started or self.lake.query(
+                sql, params=rows[0] if rows else None, cancelled=cancelled
+            )
         except QueryError as exc:
             raise _explain_write(exc) from exc
         if rows is not None and len(rows) > 1:  # every parameter set runs; results in order
@@ -468,7 +509,9 @@ class FlightSqlHandler:
         return mode
 
     # -- DoAction --------------------------------------------------------------------------
-    def do_action(self, action: flight.Action) -> Iterator[flight.Result]:
+    def do_action(
+        self, action: flight.Action, cancelled: Cancelled | None = None
+    ) -> Iterator[flight.Result]:
         kind = action.type
         if kind in _UNSUPPORTED_ACTIONS:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
@@ -478,15 +521,19 @@ class FlightSqlHandler:
         if cmd is None or cmd.name != expected or cmd.message is None:
             raise InvalidInput(f"{kind} needs an Any-packed {expected} as its body")
         if kind == "CreatePreparedStatement":
-            return iter([self._create_prepared(cmd.message)])
+            return iter([self._create_prepared(cmd.message, cancelled)])
         self._close_prepared(cmd.message.prepared_statement_handle)
         return iter([])
 
-    def _create_prepared(self, msg: Message) -> flight.Result:
+    def _create_prepared(self, msg: Message, cancelled: Cancelled | None = None) -> flight.Result:
         _refuse_transaction(msg)
         sql = msg.query
+        generation = self.lake.generation  # read before resolving: a commit racing it wins
+        pending: str | None = None
         try:
-            schema: pa.Schema | None = self.lake.query_schema(sql)
+            # Started now: DB-API clients prepare each new statement and execute it at once.
+            schema: pa.Schema | None
+            schema, pending = self._start(sql, cancelled)
         except QueryError as exc:
             if "only SELECT" in str(exc):
                 raise _explain_write(exc) from exc
@@ -497,9 +544,9 @@ class FlightSqlHandler:
             schema = None
         handle = secrets.token_hex(16).encode()
         with self._lock:
-            self._prepared[handle] = Prepared(sql)
+            self._prepared[handle] = Prepared(sql, None, schema, generation, pending)
             while len(self._prepared) > MAX_PREPARED:
-                self._prepared.popitem(last=False)
+                self.pending.discard(self._prepared.popitem(last=False)[1].pending)
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
             is_update=False,
@@ -519,7 +566,9 @@ class FlightSqlHandler:
 
     def _close_prepared(self, handle: bytes) -> None:
         with self._lock:
-            self._prepared.pop(handle, None)
+            stmt = self._prepared.pop(handle, None)
+        if stmt is not None:
+            self.pending.discard(stmt.pending)
 
     @property
     def open_prepared(self) -> int:

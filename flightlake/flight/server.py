@@ -35,6 +35,7 @@ from flightlake.errors import (
 )
 from flightlake.flight import auth as flight_auth
 from flightlake.flight import tickets
+from flightlake.flight.pending import PendingResults
 from flightlake.lake import Lake
 
 log = logging.getLogger("flightlake.flight")
@@ -173,7 +174,8 @@ class FlightServer(flight.FlightServerBase):
         observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
-        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
+        self.pending = PendingResults()  # results started by GetFlightInfo for their DoGet
+        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake, self.pending)  # same port
         super().__init__(location, **kwargs)
 
     def require_write(self, context: Any) -> None:
@@ -210,9 +212,12 @@ class FlightServer(flight.FlightServerBase):
                 raise InvalidInput(f"path must have exactly one part, got {path}")
             return self.flight_info(self.lake.dataset(path[0]))
         sql = tickets.command_sql(descriptor.command)
-        schema = self.lake.query_schema(sql, cancelled=context.is_cancelled)
-        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql), [])
-        return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
+        # started now, streamed by the DoGet of this ticket
+        reader, key = self.pending.start(
+            lambda check: self.lake.query(sql, cancelled=check), context.is_cancelled
+        )
+        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql, key), [])
+        return flight.FlightInfo(reader.schema, descriptor, [endpoint], -1, -1)
 
     @flight_errors
     def get_schema(self, context: Any, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -223,8 +228,11 @@ class FlightServer(flight.FlightServerBase):
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
             return self.sql.do_get(cmd, context.is_cancelled)
-        sql = tickets.ticket_sql(ticket.ticket)
-        reader = self.lake.query(sql, cancelled=context.is_cancelled)  # the watchdog polls it
+        sql, pending = tickets.ticket_parts(ticket.ticket)
+        # the query watchdog polls context.is_cancelled: a client gone stops the query
+        reader = self.pending.claim(pending, context.is_cancelled) or self.lake.query(
+            sql, cancelled=context.is_cancelled
+        )
         counted = Counted(reader, "do_get", sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
@@ -275,7 +283,7 @@ class FlightServer(flight.FlightServerBase):
     @flight_errors
     def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
         if self.sql is not None and self.sql.owns_action(action.type):
-            return self.sql.do_action(action)
+            return self.sql.do_action(action, context.is_cancelled)
         start = time.perf_counter()
         body = action.body.to_pybytes() if action.body is not None else b""
         kind = action.type
