@@ -19,14 +19,17 @@ Nothing here knows DuckDB; ``query.py`` hands in plain callables.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import re
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flightlake import observe
 from flightlake.errors import ResourceExhausted, Unavailable
@@ -38,6 +41,10 @@ POLL_SECONDS = 0.1
 
 #: Growth of resident memory during a query above which it is blamed for passing the ceiling.
 MEMORY_MARGIN = 64 << 20
+
+#: Seconds after which a running query counts as heavy and its thread gets nice HEAVY_NICE.
+HEAVY_SECONDS = 0.25
+HEAVY_NICE = 10
 
 #: Why a query was interrupted: the ``reason`` label of the cancellation counter.
 TIMEOUT = "timeout"
@@ -101,6 +108,33 @@ class Cancelled(Unavailable):
     """The client went away before its query got a slot (nobody reads this error)."""
 
 
+class Handoff:
+    """Hands items from the thread running a query to the thread reading its result, one at
+    a time (the producer waits while the reader has not taken the last one). ``stop`` ends
+    the exchange from either side: a producer's ``put`` then answers False."""
+
+    def __init__(self) -> None:
+        self._items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+
+    def put(self, kind: str, value: Any = None) -> bool:
+        """Hand over ``(kind, value)``; False (dropped) once stopped."""
+        while not self._stop.is_set():
+            try:
+                self._items.put((kind, value), timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> tuple[str, Any]:
+        """The next ``(kind, value)``, waiting for it."""
+        return self._items.get()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class CallCheck:
     """A rebindable "is the client gone?" for a query that outlives the call that started
     it (Flight's GetFlightInfo starts a query whose DoGet streams it). ``bind`` the current
@@ -133,6 +167,8 @@ class Watch:
     reason: str = ""  # set once the watchdog interrupts it
     started: float = field(default_factory=time.monotonic)
     rss_at_start: int = 0  # the process's resident bytes when the query started
+    thread_id: int = 0  # the native id of the thread running the query's DuckDB work
+    niced: bool = False  # its priority was lowered (it ran past HEAVY_SECONDS)
 
 
 class Watchdog:
@@ -170,6 +206,17 @@ class Watchdog:
             self._watches.add(entry)
         return entry
 
+    def release(self, entry: Watch, abandoned: bool) -> None:
+        """The call that reads the query is over: never call its ``cancelled`` again (its
+        call context may be gone) although the query's thread may still be finishing.
+        ``abandoned`` (the stream was closed early or dropped unread): treat its client as
+        gone from now on, interrupting it at every look until it is unwatched."""
+        with self._lock:
+            if entry in self._watches:
+                entry.cancelled = _gone if abandoned else None
+        if abandoned:
+            entry.interrupt()
+
     def unwatch(self, entry: Watch) -> None:
         """Stop watching. After this returns the watchdog never calls ``entry``'s callables
         again (the front end's call context may be gone once the call has ended)."""
@@ -185,6 +232,17 @@ class Watchdog:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _lower_priority(self, entry: Watch, now: float) -> None:
+        """A query running past HEAVY_SECONDS gets a lower CPU priority (nice HEAVY_NICE) for
+        the thread running it, so small queries stay fast beside it. That thread is the
+        query's own and ends with it, so nothing needs restoring (an unprivileged process
+        could not raise it back). Linux only; elsewhere a no-op."""
+        if entry.niced or not entry.thread_id or now - entry.started < HEAVY_SECONDS:
+            return
+        entry.niced = True
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, entry.thread_id, HEAVY_NICE)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -210,6 +268,7 @@ class Watchdog:
                     elif entry.cancelled is not None and entry.cancelled():
                         reason = CLIENT_GONE
                     if not reason:
+                        self._lower_priority(entry, now)
                         continue
                     entry.reason = reason
                     observe.QUERIES_CANCELLED.labels(reason).inc()
@@ -219,6 +278,10 @@ class Watchdog:
                         _WHY[reason],
                     )
                 entry.interrupt()
+
+
+def _gone() -> bool:
+    return True
 
 
 _WHY = {

@@ -11,6 +11,8 @@ type, not by string matching). For S3, httpfs is loaded offline from the pinned
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import json
 import logging
@@ -30,6 +32,7 @@ from flightlake.admission import (
     CLIENT_GONE,
     MEMORY,
     TIMEOUT,
+    Handoff,
     QuerySlots,
     Watch,
     Watchdog,
@@ -127,7 +130,9 @@ class QueryEngine:
                 settings.max_server_memory_bytes, settings.query_memory_limit
             )
         )
-        observe.bind_queries(lambda: self.active_queries, lambda: self.queued_queries)
+        self._open_lock = threading.Lock()
+        self._open = 0
+        observe.bind_queries(lambda: self.running_queries, lambda: self.queued_queries)
         if storage.is_s3:
             self._setup_s3()
         data_root = storage.root_url.rstrip("/") + "/data/"
@@ -329,56 +334,101 @@ class QueryEngine:
         except BaseException:
             self._slots.release()
             raise
-        watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
+        watch = self._watchdog.watch(
+            functools.partial(_interrupt, cursor), cancelled, self.settings.query_timeout
+        )
+        handoff = Handoff()
+        try:
+            threading.Thread(
+                target=self._produce,
+                args=(cursor, watch, handoff, sql, params, batch_rows or self.settings.batch_rows),
+                name="flightlake-query",
+                daemon=True,
+            ).start()
+        except BaseException:
+            self._watchdog.unwatch(watch)
+            cursor.close()
+            self._slots.release()
+            raise
+        kind, value = handoff.get()  # the schema, once DuckDB has the first chunk; or an error
+        if kind == "error":
+            self._watchdog.release(watch, abandoned=False)
+            raise self._translate(value, watch.reason) from value
+        with self._open_lock:
+            self._open += 1
+        batches = self._guarded(handoff, watch)
+        next(batches)  # started: dropping it unread now runs its finally (ends the query)
+        return pa.RecordBatchReader.from_batches(value, batches)
+
+    def _produce(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        watch: Watch,
+        handoff: Handoff,
+        sql: str,
+        params: QueryParams | None,
+        batch_rows: int,
+    ) -> None:
+        """The query's DuckDB work, on a thread of its own: the watchdog lowers the priority
+        of this thread once the query turns out heavy, so small queries stay fast beside it.
+        Hands the schema, then each batch, then ``end`` (or an ``error``) to the reader."""
+        watch.thread_id = threading.get_native_id()
+        outcome: tuple[str, Any] | None = None
         try:
             cursor.execute(sql, params)
-            reader = cursor.to_arrow_reader(batch_rows or self.settings.batch_rows)
-        except BaseException as exc:
-            self._end(watch, cursor)
-            if isinstance(exc, duckdb.Error):
-                raise self._translate(exc, watch.reason) from exc
-            raise
-        batches = self._guarded(reader, cursor, watch)
-        next(batches)  # started: dropping it unread now runs its finally (frees the slot)
-        return pa.RecordBatchReader.from_batches(reader.schema, batches)
-
-    def _guarded(
-        self, reader: pa.RecordBatchReader, cursor: duckdb.DuckDBPyConnection, watch: Watch
-    ) -> Iterator[pa.RecordBatch]:
-        """The result batches, after one ``None`` that ``execute`` consumes; the query ends
-        (slot freed, cursor closed) however the iteration ends, even if never read."""
-        cap = self.settings.max_result_batch_bytes
-        try:
-            yield None
-            while True:
+            reader = cursor.to_arrow_reader(batch_rows)
+            if not handoff.put("schema", reader.schema):
+                return
+            while outcome is None:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
+                    outcome = ("end", None)
+                    break
+                if not handoff.put("batch", batch):
                     return
-                except (pa.ArrowException, duckdb.Error, OSError) as exc:
+        except BaseException as exc:
+            outcome = ("error", exc)
+        finally:
+            # over before the reader hears so: its slot is free once the stream has ended
+            self._watchdog.unwatch(watch)
+            cursor.close()
+            self._slots.release()
+        if outcome is not None:
+            handoff.put(*outcome)
+
+    def _guarded(self, handoff: Handoff, watch: Watch) -> Iterator[pa.RecordBatch]:
+        """The result batches, after one ``None`` that ``execute`` consumes. However the
+        iteration ends, even unread, the query ends: its thread stops and frees the slot."""
+        cap = self.settings.max_result_batch_bytes
+        done = False
+        try:
+            yield None
+            while True:
+                kind, value = handoff.get()
+                if kind == "end":
+                    done = True
+                    return
+                if kind == "error":
+                    done = True
                     # DuckDB errors raised after the first chunk surface through Arrow's C
                     # stream as plain OSError; they are still query errors.
-                    raise self._translate(exc, watch.reason) from exc
-                if cap > 0 and batch.nbytes > cap:
+                    raise self._translate(value, watch.reason) from value
+                if cap > 0 and value.nbytes > cap:
                     observe.RESOURCE_REFUSALS.labels("memory").inc()
                     raise ResourceExhausted(
                         f"query result too large for memory: one result batch holds "
-                        f"{batch.nbytes / (1 << 20):,.0f} MiB, more than "
+                        f"{value.nbytes / (1 << 20):,.0f} MiB, more than "
                         f"max_result_batch_bytes ({cap / (1 << 20):,.0f} MiB); select fewer "
                         "or smaller values"
                     )
-                yield batch
+                yield value
         finally:
-            self._end(watch, cursor)
-
-    def _end(self, watch: Watch, cursor: duckdb.DuckDBPyConnection) -> None:
-        """A query is over (done, failed or abandoned): stop it and free its slot."""
-        self._watchdog.unwatch(watch)
-        try:
-            cursor.interrupt()
-        finally:
-            cursor.close()
-            self._slots.release()
+            handoff.stop()
+            # closed early: nobody reads the rest, stop the query
+            self._watchdog.release(watch, abandoned=not done)
+            with self._open_lock:
+                self._open -= 1
 
     def _translate(self, exc: BaseException, reason: str = "") -> Exception:
         """A DuckDB failure as a flightlake error; ``reason`` is why the watchdog interrupted
@@ -403,7 +453,13 @@ class QueryEngine:
 
     @property
     def active_queries(self) -> int:
-        """Queries running or streaming their result now."""
+        """Queries whose result stream is still open (running, streaming or parked)."""
+        with self._open_lock:
+            return self._open
+
+    @property
+    def running_queries(self) -> int:
+        """Queries whose DuckDB work is still going (what the watchdog watches)."""
         return self._watchdog.active
 
     @property
@@ -415,6 +471,12 @@ class QueryEngine:
         self._watchdog.close()
         self._con.close()
         self._tmp.cleanup()
+
+
+def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Interrupt the query running on ``cursor``, if any (a closed cursor is fine)."""
+    with contextlib.suppress(duckdb.Error):
+        cursor.interrupt()
 
 
 def _walk(node: object) -> Iterator[dict[str, Any]]:

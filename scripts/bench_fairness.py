@@ -54,8 +54,7 @@ def point_latencies(client: flight.FlightClient, runs: int) -> list[float]:
 
 
 def measure(threads: int, heavy: int, runs: int, csv: Path, workdir: Path) -> dict[str, float]:
-    store = Store("local", str(workdir / f"lake-{threads}"))
-    Path(store.root).mkdir(parents=True)
+    store = Store("local", tempfile.mkdtemp(prefix=f"lake-{threads}-", dir=workdir))
     with Server(store, workdir, f"fair-{threads}", query_threads=str(threads)) as server:
         cli_ingest(server, csv, "workers_500k")
         client = flight.FlightClient(server.location)

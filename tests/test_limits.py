@@ -59,9 +59,16 @@ def cpu_percent(seconds: float = 1.0) -> float:
     return float(proc.cpu_percent(None))
 
 
-def assert_stopped(srv_lake: Any) -> None:
+def assert_ended(lake: Any) -> None:
+    """No DuckDB work left running and no result stream left open (within 5 s)."""
+    engine = lake.engine
+    wait_until(lambda: engine.running_queries == 0, 5, what="the DuckDB work to stop")
+    wait_until(lambda: engine.active_queries == 0, 5, what="the result stream to close")
+
+
+def assert_stopped(lake: Any) -> None:
     """No query left running, and the process is near idle again."""
-    wait_until(lambda: srv_lake.engine.active_queries == 0, 5, what="the query to stop")
+    assert_ended(lake)
     assert cpu_percent() < 40
 
 
@@ -97,7 +104,7 @@ def test_adbc_cancel_stops_the_query_before_its_first_batch(srv: Running, sql: s
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        wait_until(lambda: srv.lake.engine.active_queries == 1, 10, what="the query to start")
+        wait_until(lambda: srv.lake.engine.running_queries == 1, 10, what="the query to start")
         time.sleep(0.5)  # well inside DuckDB now
         cursor.adbc_cancel()
         thread.join(timeout=10)
@@ -159,7 +166,7 @@ def test_query_timeout_stops_a_query_before_its_first_batch(tmp_path: Path) -> N
         before = cancelled_total("timeout")
         with pytest.raises(pa.ArrowInvalid, match=r"query_timeout \(1 s\)"):
             running.client.do_get(flight.Ticket(ENDLESS.encode())).read_all()
-        assert running.lake.engine.active_queries == 0
+        assert_ended(running.lake)
         assert cancelled_total("timeout") == before + 1
 
 
@@ -173,7 +180,7 @@ def test_an_unread_result_frees_its_slot(tmp_path: Path) -> None:
             reader = lake.query("SELECT 1 AS x")
             assert lake.engine.active_queries == 1
             del reader
-            assert lake.engine.active_queries == 0
+            assert_ended(lake)
     finally:
         lake.close()
 
@@ -196,7 +203,7 @@ def test_queries_past_the_limit_wait_then_fail_unavailable(tmp_path: Path) -> No
                 assert int(reply.headers["retry-after"]) >= 1
         finally:
             held.clear()
-        assert running.lake.engine.active_queries == 0
+        assert_ended(running.lake)
         assert running.client.do_get(flight.Ticket(b"SELECT 1 AS x")).read_all().num_rows == 1
 
 
@@ -224,7 +231,7 @@ def test_duckdb_out_of_memory_is_resource_exhausted(tmp_path: Path) -> None:
         assert message.startswith("resource exhausted: query ran out of memory")
         assert "query_memory_limit (50MB)" in message
         assert "Traceback" not in message.split(". Detail:")[0]
-        assert running.lake.engine.active_queries == 0
+        assert_ended(running.lake)
         with http_server(running.lake, settings) as web:
             reply = web.client.post("/v1/sql", json={"sql": sql})
             assert reply.status_code == 507
@@ -250,7 +257,7 @@ def test_a_result_too_large_for_memory_is_resource_exhausted(tmp_path: Path, sql
         with pytest.raises(pa.ArrowInvalid, match="max_result_batch_bytes") as caught:
             running.client.do_get(flight.Ticket(sql.encode())).read_all()
         assert "memory" in str(caught.value)
-        assert running.lake.engine.active_queries == 0
+        assert_ended(running.lake)
         assert running.client.do_get(flight.Ticket(b"SELECT 1 AS x")).read_all().num_rows == 1
 
 
