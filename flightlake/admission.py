@@ -135,6 +135,47 @@ class Handoff:
         self._stop.set()
 
 
+class QueryThreads:
+    """Threads that run queries' DuckDB work, kept for the next query when done: a thread
+    new to DuckDB pays about 0.3 ms of set-up per query (measured on SELECT 1). A task
+    returns True to retire its thread instead (its priority was lowered: an unprivileged
+    process cannot raise it back). At most ``keep`` idle threads are kept."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._idle: list[queue.SimpleQueue[Callable[[], bool]]] = []
+        self._lock = threading.Lock()
+
+    def submit(self, task: Callable[[], bool]) -> None:
+        """Run ``task`` on an idle thread, or on a new one."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=self._serve, args=(inbox,), name="flightlake-query", daemon=True
+            )
+            inbox.put(task)
+            thread.start()
+        else:
+            inbox.put(task)
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], bool]]) -> None:
+        while True:
+            task = inbox.get()
+            try:
+                retire = task()
+            except Exception:  # a task reports its own errors; keep the thread sane
+                log.exception("query thread task failed")
+                retire = True
+            if retire:
+                return
+            with self._lock:
+                if len(self._idle) >= self.keep:
+                    return
+                self._idle.append(inbox)
+
+
 class CallCheck:
     """A rebindable "is the client gone?" for a query that outlives the call that started
     it (Flight's GetFlightInfo starts a query whose DoGet streams it). ``bind`` the current

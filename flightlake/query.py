@@ -34,6 +34,7 @@ from flightlake.admission import (
     TIMEOUT,
     Handoff,
     QuerySlots,
+    QueryThreads,
     Watch,
     Watchdog,
     memory_ceiling,
@@ -130,6 +131,7 @@ class QueryEngine:
                 settings.max_server_memory_bytes, settings.query_memory_limit
             )
         )
+        self._threads = QueryThreads(keep=self._slots.limit)
         self._open_lock = threading.Lock()
         self._open = 0
         observe.bind_queries(lambda: self.running_queries, lambda: self.queued_queries)
@@ -338,13 +340,11 @@ class QueryEngine:
             functools.partial(_interrupt, cursor), cancelled, self.settings.query_timeout
         )
         handoff = Handoff()
+        rows = batch_rows or self.settings.batch_rows
         try:
-            threading.Thread(
-                target=self._produce,
-                args=(cursor, watch, handoff, sql, params, batch_rows or self.settings.batch_rows),
-                name="flightlake-query",
-                daemon=True,
-            ).start()
+            self._threads.submit(
+                functools.partial(self._produce, cursor, watch, handoff, sql, params, rows)
+            )
         except BaseException:
             self._watchdog.unwatch(watch)
             cursor.close()
@@ -368,17 +368,18 @@ class QueryEngine:
         sql: str,
         params: QueryParams | None,
         batch_rows: int,
-    ) -> None:
+    ) -> bool:
         """The query's DuckDB work, on a thread of its own: the watchdog lowers the priority
         of this thread once the query turns out heavy, so small queries stay fast beside it.
-        Hands the schema, then each batch, then ``end`` (or an ``error``) to the reader."""
+        Hands the schema, then each batch, then ``end`` (or an ``error``) to the reader.
+        Returns whether its thread must retire (its priority was lowered)."""
         watch.thread_id = threading.get_native_id()
         outcome: tuple[str, Any] | None = None
         try:
             cursor.execute(sql, params)
             reader = cursor.to_arrow_reader(batch_rows)
             if not handoff.put("schema", reader.schema):
-                return
+                return watch.niced
             while outcome is None:
                 try:
                     batch = reader.read_next_batch()
@@ -386,7 +387,7 @@ class QueryEngine:
                     outcome = ("end", None)
                     break
                 if not handoff.put("batch", batch):
-                    return
+                    return watch.niced
         except BaseException as exc:
             outcome = ("error", exc)
         finally:
@@ -396,6 +397,7 @@ class QueryEngine:
             self._slots.release()
         if outcome is not None:
             handoff.put(*outcome)
+        return watch.niced
 
     def _guarded(self, handoff: Handoff, watch: Watch) -> Iterator[pa.RecordBatch]:
         """The result batches, after one ``None`` that ``execute`` consumes. However the
