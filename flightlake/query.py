@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from flightlake import observe
+from flightlake import observe, sqlcompat
 from flightlake.admission import (
     CLIENT_GONE,
     MEMORY,
@@ -118,9 +118,10 @@ class QueryEngine:
         self._ddl = threading.Lock()
         self._views: set[str] = set()
         self.generation = 0  # bumped whenever a view changes: cached schemas are stale then
-        # SQL texts that passed the sandbox walk at a generation (a client prepares, gets the
-        # flight info and fetches the same text: it is walked once, not three times).
-        self._audited: OrderedDict[str, int] = OrderedDict()
+        # SQL texts that passed the sandbox walk at a generation, with the SQL to run for them
+        # (sqlcompat's rewrite). A client prepares, gets the flight info and fetches the same
+        # text: it is walked once, not three times.
+        self._audited: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
         cores = os.cpu_count() or 1
         self._slots = QuerySlots(
@@ -131,6 +132,7 @@ class QueryEngine:
                 settings.max_server_memory_bytes, settings.query_memory_limit
             )
         )
+        self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
         self._threads = QueryThreads(keep=self._slots.limit)
         self._open_lock = threading.Lock()
         self._open = 0
@@ -202,33 +204,70 @@ class QueryEngine:
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
-        """Return ``sql`` if it is exactly one read-only statement, else raise QueryError."""
+        """The SQL to run for ``sql`` if it is exactly one read-only statement, else raise
+        QueryError. Client conventions (session statements, information_schema, EXPLAIN,
+        PIVOT without IN, ...) come back rewritten by ``sqlcompat``; run what is returned."""
         if not sql or not sql.strip():
             raise QueryError("SQL is empty")
+        answer = sqlcompat.session_statement(sql)
+        if answer is not None:
+            return answer
+        explained = sqlcompat.explain_target(sql)
+        if explained is not None:
+            return "EXPLAIN " + self.check(explained)
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
             raise QueryError(f"SQL error: {exc}") from exc
+        if len(statements) > 1 and (plan := sqlcompat.pivot_plan(sql)) is not None:
+            sql = plan.with_values(
+                [self._pivot_values(plan.distinct_sql(i)) for i in range(len(plan.spans))]
+            )
+            statements = duckdb.extract_statements(sql)
         if len(statements) != 1:
-            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+            hint = ""
+            if sql.lstrip().upper().startswith("PIVOT"):
+                hint = "; for PIVOT, list the values: ON col IN ('a', 'b')"
+            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}{hint}")
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
         generation = self.generation
         with self._ddl:
-            if self._audited.get(sql) == generation:
+            cached = self._audited.get(sql)
+            if cached is not None and cached[0] == generation:
                 self._audited.move_to_end(sql)
-                return sql
-        self._audit(sql)
+                return cached[1]
+        checked = self._audit(sql)
         with self._ddl:
-            self._audited[sql] = generation
+            self._audited[sql] = (generation, checked)
             self._audited.move_to_end(sql)
             while len(self._audited) > AUDIT_CACHE_SIZE:
                 self._audited.popitem(last=False)
-        return sql
+        return checked
 
-    def _audit(self, sql: str) -> None:
-        """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake."""
+    def _pivot_values(self, sql: str) -> list[str]:
+        """The values a PIVOT's ON expression takes, read through the sandbox."""
+        table = self.execute(sql).read_all()
+        return [str(v) for v in table.column(0).to_pylist()]
+
+    def _refresh_info(self) -> None:
+        """Rebuild the information_schema tables when the dataset views changed."""
+        with self._ddl:
+            snapshot = {name: self._schemas.get(name) for name in self._views}
+            if snapshot == self._info_built:
+                return
+            try:
+                for statement in sqlcompat.info_schema_ddl(sorted(self._views)):
+                    self._con.execute(statement)
+            except duckdb.Error as exc:  # binding a view reads Parquet metadata: the store
+                raise _translate(exc) from exc
+            self._info_built = snapshot
+
+    def _audit(self, sql: str, rewrite_ok: bool = True) -> str:
+        """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
+        Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it
+        (itself parsed and audited again, so what runs is what was checked)."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
@@ -239,7 +278,10 @@ class QueryEngine:
         tree = json.loads(row[0]) if row else {"error": True}
         if tree.get("error"):
             raise QueryError(f"SQL error: {tree.get('error_message', 'cannot parse')}")
-        nodes = list(_walk(tree["statements"]))
+        rewrite = sqlcompat.rewrite_tree(tree) if rewrite_ok else sqlcompat.Rewrite()
+        if rewrite.info_schema:
+            self._refresh_info()
+        nodes = list(sqlcompat.walk(tree["statements"]))
         ctes = {
             str(entry.get("key", "")).lower()
             for node in nodes
@@ -262,6 +304,22 @@ class QueryEngine:
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
                     raise QueryError(f"not allowed: function {name}()")
+        if not rewrite.changed:
+            return sql
+        cursor = self._con.cursor()
+        try:
+            row = cursor.execute(
+                "SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)]
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from exc
+        finally:
+            cursor.close()
+        rewritten = str(row[0]) if row else ""
+        statements = duckdb.extract_statements(rewritten) if rewritten else []
+        if len(statements) != 1 or statements[0].type not in _ALLOWED_STATEMENTS:
+            raise QueryError("SQL error: cannot rewrite this statement")
+        return self._audit(rewritten, rewrite_ok=False)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for one request, looking at the flightlake catalog."""
@@ -278,6 +336,12 @@ class QueryEngine:
         schema = str(node.get("schema_name", "")).lower()
         catalog = str(node.get("catalog_name", "")).lower()
         qualified = ".".join(p for p in (catalog, schema, table) if p)
+        if (
+            catalog == CATALOG
+            and schema == sqlcompat.INFO_SCHEMA
+            and table.lower() in sqlcompat.INFO_TABLES
+        ):
+            return  # flightlake's own information_schema (sqlcompat.info_schema_ddl)
         if catalog not in ("", CATALOG) or schema not in ("", "main"):
             raise QueryError(f"not allowed: {qualified} is not a dataset")
         if table.lower() in views or (not schema and table.lower() in ctes):
@@ -297,7 +361,7 @@ class QueryEngine:
         ``cancelled`` (the front end's "is my client gone?") is polled by the watchdog, which
         interrupts the binding when it turns true or after ``query_timeout`` seconds.
         """
-        self.check(sql)
+        sql = self.check(sql)
         cursor = self._cursor()
         watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
         try:
@@ -329,7 +393,7 @@ class QueryEngine:
         too. A result batch larger than ``max_result_batch_bytes`` and DuckDB running out of
         ``query_memory_limit`` raise ``ResourceExhausted``.
         """
-        self.check(sql)
+        sql = self.check(sql)
         self._slots.acquire(cancelled)
         try:
             cursor = self._cursor()
