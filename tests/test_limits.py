@@ -220,6 +220,25 @@ def test_a_queued_query_runs_once_a_slot_frees(tmp_path: Path) -> None:
         assert table.to_pylist() == [{"x": 42}]
 
 
+def test_a_queued_query_whose_client_leaves_stops_waiting(tmp_path: Path) -> None:
+    settings = make_settings(
+        str(tmp_path / "lake"), max_concurrent_queries=1, query_queue_seconds=60
+    )
+    with flight_server(settings) as running:
+        held = [running.lake.query(ENDLESS_ROWS, 1000)]
+        try:
+            before = cancelled_total("client_gone")
+            options = flight.FlightCallOptions(timeout=1)
+            with pytest.raises(flight.FlightTimedOutError):
+                running.client.do_get(flight.Ticket(b"SELECT 1"), options).read_all()
+            engine = running.lake.engine
+            wait_until(lambda: engine.queued_queries == 0, 5, what="the queued query to leave")
+            assert cancelled_total("client_gone") == before + 1
+        finally:
+            held.clear()
+        assert_ended(running.lake)
+
+
 # -- memory ---------------------------------------------------------------------------------
 def test_duckdb_out_of_memory_is_resource_exhausted(tmp_path: Path) -> None:
     settings = make_settings(str(tmp_path / "lake"), query_memory_limit="50MB")
