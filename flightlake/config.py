@@ -201,7 +201,8 @@ SETTINGS: tuple[Setting, ...] = (
         "query_memory_limit",
         str,
         "2GB",
-        "DuckDB memory limit for queries (2GB, 500MiB, or 80% of RAM).",
+        "DuckDB memory limit for all queries together (2GB, 500MiB, or 80% of RAM); a query "
+        "past it fails RESOURCE_EXHAUSTED-style (Flight INVALID_ARGUMENT, HTTP 507).",
         check=check_memory_limit,
         allowed_text="a size such as 2GB, 500MiB or 1.5GB, or 80%; at least 16MB",
     ),
@@ -216,10 +217,44 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "query_timeout",
         float,
-        300.0,
-        "Seconds a query may run before it is cancelled.",
+        60.0,
+        "Seconds a query may run (to the end of its result stream) before it is cancelled.",
         min=0.001,
         max=SECONDS_MAX,
+    ),
+    Setting(
+        "max_concurrent_queries",
+        int,
+        0,
+        "Queries running at once; 0 means two per core. More wait for a slot.",
+        min=0,
+        max=100_000,
+    ),
+    Setting(
+        "query_queue_seconds",
+        float,
+        10.0,
+        "Seconds a query waits for a slot before it fails UNAVAILABLE / 503 with Retry-After.",
+        min=0,
+        max=SECONDS_MAX,
+    ),
+    Setting(
+        "max_result_batch_bytes",
+        int,
+        256 * 1024 * 1024,
+        "Largest result record batch a query may produce (DuckDB's memory limit does not "
+        "cover result values); larger fails RESOURCE_EXHAUSTED-style.",
+        min=1024,
+        max=2**62,
+    ),
+    Setting(
+        "max_server_memory_bytes",
+        int,
+        0,
+        "Resident memory of the server above which every running query is interrupted "
+        "(RESOURCE_EXHAUSTED-style); 0 means query_memory_limit + 1 GiB.",
+        min=0,
+        max=2**62,
     ),
     Setting(
         "spool_dir",
@@ -228,6 +263,24 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder for temporary CSV spool files; empty means the OS temp dir.",
         check=lambda v: None,
         allowed_text="empty, or a folder",
+    ),
+    Setting(
+        "min_free_spool_bytes",
+        int,
+        512 * 1024 * 1024,
+        "An ingest fails rather than leave less free space than this on the spool disk "
+        "(0: no check).",
+        min=0,
+        max=2**62,
+    ),
+    Setting(
+        "min_free_storage_bytes",
+        int,
+        512 * 1024 * 1024,
+        "With local storage, an ingest fails rather than leave less free space than this on "
+        "the storage disk (0: no check).",
+        min=0,
+        max=2**62,
     ),
     Setting(
         "gc_grace_seconds",
@@ -315,8 +368,14 @@ class Settings:
     batch_rows: int = 65_536
     query_memory_limit: str = "2GB"
     query_threads: int = 0
-    query_timeout: float = 300.0
+    query_timeout: float = 60.0
+    max_concurrent_queries: int = 0
+    query_queue_seconds: float = 10.0
+    max_result_batch_bytes: int = 256 * 1024 * 1024
+    max_server_memory_bytes: int = 0
     spool_dir: str = ""
+    min_free_spool_bytes: int = 512 * 1024 * 1024
+    min_free_storage_bytes: int = 512 * 1024 * 1024
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
     workers: int = 1
