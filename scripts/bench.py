@@ -13,7 +13,8 @@ storage), and measures
 4. concurrency: 1/2/4/8 client processes, throughput and small-query latency (+ plot)
 5. batch size: do_get throughput per FLIGHTLAKE_BATCH_ROWS
 6. HTTP JSON and ADBC against Flight, when scripts/bench_http.py / bench_adbc.py exist
-7. Delta tables (scripts/bench_delta.py): commit latency at 1/100/1000 commits, a point query
+7. soak: Arrow and CSV writers with readers for a fixed time (scripts/bench_soak.py)
+8. Delta tables (scripts/bench_delta.py): commit latency at 1/100/1000 commits, a point query
    after 300 small appends before/after compaction, the freshness check's cost on count(*)
 
 Each figure is a median of at least 3 runs and each target a ratio against its limit. This
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from scripts import bench_soak
 from scripts.bench_analysis import add_analysis
 from scripts.bench_env import (
     BENCH_DIR,
@@ -68,7 +70,7 @@ from scripts.bench_report import (
     plot_concurrency,
 )
 
-SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc", "delta")
+SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc", "soak", "delta")
 BATCH_SIZES = (8_192, 16_384, 65_536, 262_144, 1_048_576)
 CONCURRENCY = (1, 2, 4, 8)
 HTTP_JSON_TARGET = 20.0
@@ -97,6 +99,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--storage", default="local,s3", help="storages: local,s3")
     parser.add_argument(
+        "--soak-seconds", type=float, help="length of the soak (default 60; 30 with --quick)"
+    )
+    parser.add_argument(
         "--out", type=Path, help="report path (default docs/BASELINE.md; .bench/ with --quick)"
     )
     parser.add_argument(
@@ -116,6 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     args.storage = [s.strip() for s in args.storage.split(",") if s.strip()]
+    if args.soak_seconds is None:
+        args.soak_seconds = 30.0 if args.quick else 60.0
     if args.out is None:
         args.out = (
             (BENCH_DIR / "BASELINE-quick.md") if args.quick else (ROOT / "docs" / "BASELINE.md")
@@ -209,8 +216,15 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                     st[kind].child("query"), workdir, BATCH_SIZES, args.repeats
                 )
                 report_batches(report, kind, batches, args.repeats)
+            if "soak" in args.only:
+                mark(report, "7. soak")
+                soaks = {
+                    kind: bench_soak.soak(st[kind].child("soak"), workdir, args.soak_seconds)
+                    for kind in kinds
+                }
+                bench_soak.report_soak(report, soaks, args.soak_seconds)
             if "delta" in args.only:
-                mark(report, "7. Delta tables")
+                mark(report, "8. Delta tables")
                 run_delta(report, st, kinds, 200 if args.quick else 1000, small_runs)
     finally:
         if not args.keep:
@@ -271,7 +285,7 @@ def run_delta(
     from scripts import bench_delta
 
     sec = report.section(
-        "7. Delta tables",
+        "8. Delta tables",
         "In process (the lake core, no front end), compaction off while measuring. Commit "
         f"latency: {commits} appends of 10 rows to one dataset, p50/p99 over the 20 commits "
         "around 1, 100 and 1,000, against a bare conditional PUT. Point query "
@@ -287,7 +301,7 @@ def run_delta(
         for at in (1, 100, 1000):
             if f"p50@{at}" in c:
                 report.check(
-                    "7. delta",
+                    "8. delta",
                     f"commit p50 at {at} commits / conditional PUT, {kind}",
                     fmt_ratio(c[f"p50@{at}"] / c["put_p50"]),
                     "(info)",
@@ -295,14 +309,14 @@ def run_delta(
                 )
         after = p["after"] / p["once"]
         report.check(
-            "7. delta",
+            "8. delta",
             f"point query after 300 appends, compacted / at once, {kind}",
             fmt_ratio(after),
             "<= 2x + 5 ms",
             p["after"] <= 2 * p["once"] + 0.005,
         )
         report.check(
-            "7. delta",
+            "8. delta",
             f"point query after 300 appends, not compacted / at once, {kind}",
             fmt_ratio(p["before"] / p["once"]),
             "(info)",
@@ -310,7 +324,7 @@ def run_delta(
         )
         added = (f["default"] - f["none"]) * 1000
         report.check(
-            "7. delta",
+            "8. delta",
             f"freshness check added to count(*) (default 1 s), {kind}",
             f"{added:+.2f} ms",
             "<= 1 ms",
