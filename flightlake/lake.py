@@ -30,7 +30,8 @@ from flightlake.catalog import (
 )
 from flightlake.config import Settings
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, Unavailable
-from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
+from flightlake.fidelity import normalize_schema
+from flightlake.ingest import spool, write_arrow, write_csv
 from flightlake.query import QueryEngine, QueryParams
 from flightlake.storage import Storage
 
@@ -73,6 +74,7 @@ class Lake:
         for manifest in self.catalog.list():
             self._set_view(manifest)
         self.catalog.listeners.append(self._on_commit)
+        self.engine.stored_schema = self._stored_schema
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
         self._active_ingests: dict[str, int] = {}
         self._active_lock = threading.Lock()
@@ -121,6 +123,10 @@ class Lake:
 
     def dataset(self, name: str) -> Manifest:
         return self.catalog.get(name)
+
+    def _stored_schema(self, name: str) -> pa.Schema | None:
+        manifest = self.catalog.find(name)
+        return manifest.schema if manifest is not None else None
 
     def read_schema(self, manifest: Manifest) -> pa.Schema:
         """The schema a query of the whole dataset returns (what Flight advertises)."""

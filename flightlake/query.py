@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
+from flightlake.fidelity import relabel, restore_labels, stored_labels
 from flightlake.storage import Storage
 
 log = logging.getLogger("flightlake.query")
@@ -97,11 +98,20 @@ class QueryEngine:
         if settings.query_threads > 0:
             config["threads"] = settings.query_threads
         self._con = duckdb.connect(":memory:", config=config)
+        # Answers never depend on the host's TZ or locale: ICU (built into the wheel) is
+        # loaded at connect and takes the host zone; fix it to UTC and the Gregorian
+        # calendar for every cursor (GLOBAL; lock_configuration below keeps it).
+        self._con.execute("LOAD icu")
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._con.execute("SET GLOBAL Calendar = 'gregorian'")
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG}")
         self._con.execute(f"USE {CATALOG}")
         self._ddl = threading.Lock()
         self._views: set[str] = set()
         self._schemas: dict[str, pa.Schema] = {}
+        #: The stored (manifest) schema of a dataset, the source of truth for the labels
+        #: DuckDB does not keep (zones, durations); set by the lake.
+        self.stored_schema: Callable[[str], pa.Schema | None] = lambda name: None
         self._count_lock = threading.Lock()
         self._active = 0
         if storage.is_s3:
@@ -162,14 +172,23 @@ class QueryEngine:
             self._schemas.pop(name, None)
 
     def view_schema(self, name: str) -> pa.Schema | None:
-        """The schema ``SELECT * FROM name`` streams (may differ from the stored Parquet
-        schema: e.g. large_string is read back as string)."""
+        """The schema ``SELECT * FROM name`` streams: the stored schema for every type that
+        ingest stores today (see flightlake.fidelity)."""
         with self._ddl:
-            return self._schemas.get(name)
+            schema = self._schemas.get(name)
+        if schema is None:
+            return None
+        return restore_labels(schema, self._labels({name})) or schema
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
         """Return ``sql`` if it is exactly one read-only statement, else raise QueryError."""
+        self._check(sql)
+        return sql
+
+    def _check(self, sql: str, params: QueryParams | None = None) -> set[str]:
+        """``check``, plus that ``params`` fill every placeholder; returns the datasets
+        the statement reads."""
         if not sql or not sql.strip():
             raise QueryError("SQL is empty")
         try:
@@ -181,11 +200,12 @@ class QueryEngine:
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
-        self._audit(sql)
-        return sql
+        _check_params(statements[0].named_parameters, params)
+        return self._audit(sql)
 
-    def _audit(self, sql: str) -> None:
-        """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake."""
+    def _audit(self, sql: str) -> set[str]:
+        """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
+        Returns the datasets it reads."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
@@ -204,7 +224,8 @@ class QueryEngine:
             for entry in node["cte_map"].get("map", [])
         }
         with self._ddl:
-            views = {v.lower() for v in self._views}
+            views = {v.lower(): v for v in self._views}
+        reads: set[str] = set()
         for node in nodes:
             kind = node.get("type")
             if kind == "TABLE_FUNCTION":
@@ -214,11 +235,19 @@ class QueryEngine:
                         f"not allowed: table function {name}(); query the datasets by name"
                     )
             elif kind == "BASE_TABLE":
-                self._check_table(node, views, ctes)
+                table = self._check_table(node, set(views), ctes)
+                if table in views:
+                    reads.add(views[table])
             elif node.get("class") == "FUNCTION":
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
                     raise QueryError(f"not allowed: function {name}()")
+        return reads
+
+    def _labels(self, datasets: set[str]) -> dict[str, pa.DataType]:
+        """Stored types of the columns of ``datasets`` whose labels DuckDB loses."""
+        schemas = [s for s in map(self.stored_schema, sorted(datasets)) if s is not None]
+        return stored_labels(schemas)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for one request, looking at the flightlake catalog."""
@@ -227,7 +256,7 @@ class QueryEngine:
         return cursor
 
     @staticmethod
-    def _check_table(node: dict[str, Any], views: set[str], ctes: set[str]) -> None:
+    def _check_table(node: dict[str, Any], views: set[str], ctes: set[str]) -> str:
         """A table reference must name a dataset (or a CTE of the query): DuckDB's built-in
         views (sqlite_master, duckdb_views, information_schema...) would show object paths,
         and a quoted path would read a file directly."""
@@ -237,19 +266,22 @@ class QueryEngine:
         qualified = ".".join(p for p in (catalog, schema, table) if p)
         if catalog not in ("", CATALOG) or schema not in ("", "main"):
             raise QueryError(f"not allowed: {qualified} is not a dataset")
-        if table.lower() in views or (not schema and table.lower() in ctes):
-            return
+        if not schema and table.lower() in ctes:
+            return ""
+        if table.lower() in views:
+            return table.lower()
         if any(c in table for c in "/:\\") or table.lower().startswith(_SYSTEM_PREFIXES):
             raise QueryError(f"not allowed: {qualified} is not a dataset")
         raise NotFound(f"dataset {table!r} not found")
 
     def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
         """The result schema of ``sql`` without running it to completion."""
-        self.check(sql)
+        reads = self._check(sql, params)
         cursor = self._cursor()
         try:
             rel = cursor.sql(sql, params=params)
-            return rel.limit(0).to_arrow_table().schema
+            schema = rel.limit(0).to_arrow_table().schema
+            return restore_labels(schema, self._labels(reads)) or schema
         except duckdb.Error as exc:
             raise _translate(exc) from exc
         finally:
@@ -266,7 +298,7 @@ class QueryEngine:
         The cursor lives as long as the reader is being consumed; the query is interrupted
         after ``query_timeout`` seconds or when the reader is closed early.
         """
-        self.check(sql)
+        reads = self._check(sql, params)
         cursor = self._cursor()
         timer = threading.Timer(self.settings.query_timeout, cursor.interrupt)
         timer.daemon = True
@@ -284,9 +316,10 @@ class QueryEngine:
             raise
         with self._count_lock:
             self._active += 1
+        labelled = restore_labels(reader.schema, self._labels(reads))
         return pa.RecordBatchReader.from_batches(
-            reader.schema,
-            _guarded(reader, cursor, timer, self.settings.query_timeout, self._finished),
+            labelled or reader.schema,
+            _guarded(reader, cursor, timer, self.settings.query_timeout, self._finished, labelled),
         )
 
     def _finished(self) -> None:
@@ -322,6 +355,7 @@ def _guarded(
     timer: threading.Timer,
     timeout: float,
     finished: Callable[[], None],
+    labelled: pa.Schema | None = None,
 ) -> Iterator[pa.RecordBatch]:
     try:
         while True:
@@ -333,7 +367,7 @@ def _guarded(
                 # DuckDB errors raised after the first chunk surface through Arrow's C stream
                 # as plain OSError; they are still query errors.
                 raise _translate(exc, timeout) from exc
-            yield batch
+            yield batch if labelled is None else relabel(batch, labelled)
     finally:
         timer.cancel()
         try:
@@ -341,6 +375,31 @@ def _guarded(
         finally:
             cursor.close()
             finished()
+
+
+def _check_params(names: set[str], params: QueryParams | None) -> None:
+    """Raise QueryError naming the placeholders of a statement that ``params`` leave unset."""
+    if not names:
+        return
+    wanted = sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+    bound = 0 if params is None else len(params)
+    if isinstance(params, Mapping):
+        missing = [n for n in wanted if n not in params]
+    else:
+        missing = [n for n in wanted if not n.isdigit() or int(n) > bound]
+    if not missing:
+        return
+    listed = ", ".join("$" + n for n in wanted)
+    plural = "s" if len(wanted) != 1 else ""
+    if bound == 0:
+        raise QueryError(
+            f"the statement has {len(wanted)} parameter{plural} ({listed}) but none were bound"
+        )
+    raise QueryError(
+        f"the statement has {len(wanted)} parameter{plural} ({listed}) but {bound} "
+        f"{'was' if bound == 1 else 'were'} bound: {', '.join('$' + n for n in missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} missing"
+    )
 
 
 def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
