@@ -1,7 +1,9 @@
 """The Arrow Flight front end: decode the request, call the lake, return a stream.
 
 Errors leave through one decorator, ``flight_errors``, which maps the flightlake hierarchy to
-gRPC codes (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED).
+gRPC codes (NOT_FOUND, INVALID_ARGUMENT, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED,
+PERMISSION_DENIED, INTERNAL) for plain Flight and Flight SQL alike. A client reads the problem
+once, with no traceback and no server path; the server's log keeps the full traceback.
 With principals configured, ``flight.auth``'s middleware authenticates every call before a
 handler runs; the handlers that write (do_put, the ``drop`` and ``gc`` actions) also call
 ``require_write`` once.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -50,16 +53,61 @@ ACTIONS = {
 WRITE_ACTIONS = frozenset({"drop", "gc"})  # need the write role; the others need read
 
 
-def to_flight_error(exc: FlightlakeError) -> Exception:
-    """The pyarrow exception whose gRPC status matches ``exc``."""
+class _ToldOnce(Exception):
+    """A message pyarrow's Flight server sends once, with no traceback.
+
+    pyarrow answers a Python exception with its ``str()`` as the status message and appends
+    ". Detail: Python exception: <traceback.format_exception(...)>" (DESIGN.md, "Known facts").
+    ``FlightServer`` sets ``sys.tracebacklimit = 0``, which drops the frames (and their file
+    paths), leaving the type line "flightlake.NotFound: <message>". The message is
+    answered only to the first ``str()``, the status message pyarrow takes at once when the
+    handler raises; the later formatting then shows the type alone:
+    "dataset 'x' not found. Detail: Python exception: flightlake.NotFound".
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._told = False
+
+    def __str__(self) -> str:
+        if self._told:
+            return ""
+        self._told = True
+        return str(self.args[0])
+
+
+class InvalidArgument(_ToldOnce, pa.ArrowInvalid):
+    """INVALID_ARGUMENT."""
+
+
+class NotFoundError(_ToldOnce, pa.ArrowKeyError):
+    """NOT_FOUND."""
+
+
+class Unimplemented(_ToldOnce, pa.ArrowNotImplementedError):
+    """UNIMPLEMENTED."""
+
+
+for _cls in (InvalidArgument, NotFoundError, Unimplemented):
+    _cls.__module__ = "flightlake"  # the type line clients see: no package path
+NotFoundError.__qualname__ = "NotFound"
+
+
+def to_flight_error(exc: BaseException) -> Exception:
+    """The exception whose gRPC status matches ``exc`` (a FlightlakeError, or a pyarrow
+    error raised by a handler), with ``exc``'s message once and no traceback."""
     msg = str(exc)
-    if isinstance(exc, NotFound):
-        return pa.ArrowKeyError(msg)  # NOT_FOUND
+    if isinstance(exc, flight.FlightError):
+        return exc  # pyarrow adds only "Detail: <code>" to these
+    if isinstance(exc, NotFound | pa.ArrowKeyError):
+        return NotFoundError(msg)
     if isinstance(exc, Conflict):
         text = msg if "conflict" in msg.lower() else f"conflict: {msg}"
-        return pa.ArrowInvalid(text)  # INVALID_ARGUMENT, message says conflict
-    if isinstance(exc, TooLarge | InvalidInput):
-        return pa.ArrowInvalid(msg)  # INVALID_ARGUMENT
+        return InvalidArgument(text)  # message says conflict
+    if isinstance(exc, pa.ArrowNotImplementedError):
+        return Unimplemented(msg)
+    if isinstance(exc, TooLarge | InvalidInput | pa.ArrowException):
+        return InvalidArgument(msg.split(". Detail:")[0])
     if isinstance(exc, Unavailable):
         return flight.FlightUnavailableError(msg)
     if isinstance(exc, Unauthenticated):
@@ -79,19 +127,22 @@ def flight_errors(method: F) -> F:
         try:
             return method(*args, **kwargs)
         except FlightlakeError as exc:
+            log.debug("%s failed", method.__name__, exc_info=True)
             observe.record(
                 "flight", method.__name__, start, observe.error_code(exc), error=str(exc)[:200]
             )
             raise to_flight_error(exc) from None
         except (flight.FlightError, pa.ArrowException) as exc:
+            log.debug("%s failed", method.__name__, exc_info=True)
+            code = "unimplemented" if isinstance(exc, pa.ArrowNotImplementedError) else None
             observe.record(
                 "flight",
                 method.__name__,
                 start,
-                "invalid_argument",
+                code or "invalid_argument",
                 error=str(exc).split(". Detail:")[0][:200],
             )
-            raise
+            raise to_flight_error(exc) from None
         except Exception as exc:
             log.exception("internal error in %s", method.__name__)
             observe.record("flight", method.__name__, start, "internal")
@@ -130,6 +181,12 @@ class Counted:
         except GeneratorExit:
             code = "cancelled"
             raise
+        except Exception as exc:
+            code = observe.error_code(exc)
+            if isinstance(exc, FlightlakeError | pa.ArrowException):
+                raise to_flight_error(exc) from None
+            log.exception("internal error in %s", self.method)
+            raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
         except BaseException as exc:
             code = observe.error_code(exc)
             raise
@@ -162,6 +219,10 @@ class FlightServer(flight.FlightServerBase):
         self.auth = auth if auth is not None else Authenticator.from_settings(lake.settings)
         kwargs = flight_auth.server_options(self.auth, kwargs)
         observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
+        # pyarrow formats a failed call's Python exception into the message clients read,
+        # frames and file paths included, unless tracebacklimit is 0 (see _ToldOnce). The
+        # log keeps full tracebacks: observe's formatters pass their own limit.
+        sys.tracebacklimit = 0
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
         self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
