@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flightlake.errors import InvalidInput
 
@@ -147,6 +148,15 @@ def _convert(array: pa.Array, target: pa.DataType) -> pa.Array:
         # types, and casting the values first is cheaper anyway.
         values = _convert(array.dictionary, target)
         return values.take(array.indices)
+    if pa.types.is_list_view(array.type) or pa.types.is_large_list_view(array.type):
+        # pyarrow 26's list_view -> list cast makes an offsets buffer one entry short
+        # (invalid arrays); rebuild the offsets from the sizes instead.
+        sizes = pc.fill_null(pc.list_value_length(array), 0).cast(pa.int64())
+        ends = pc.cumulative_sum(sizes)
+        offsets = pa.concat_arrays([pa.array([0], pa.int64()), ends]).cast(pa.int32())
+        values = _convert(pc.list_flatten(array), target.value_type)
+        mask = array.is_null() if array.null_count else None
+        return pa.ListArray.from_arrays(offsets, values, type=target, mask=mask)
     return array.cast(target)
 
 
@@ -165,7 +175,9 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
             arrays.append(column)
             continue
         try:
-            arrays.append(_convert(column, field.type))
+            converted = _convert(column, field.type)
+            converted.validate()  # structural check: a faulty kernel must not reach Parquet
+            arrays.append(converted)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise InvalidInput(
                 f"column {name!r}: cannot store {column.type} as {field.type}: {exc}"
