@@ -169,6 +169,10 @@ class FullTracebacks(logging.Formatter):
     """Tracebacks in full whatever ``sys.tracebacklimit`` says (the Flight server sets it to
     0 so that clients never read frames; the log keeps them)."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        record.exc_text = None  # not the (maybe shortened) text another handler cached
+        return super().format(record)
+
     def formatException(self, ei: Any) -> str:
         return "".join(traceback.format_exception(ei[0], ei[1], ei[2], limit=1000)).rstrip("\n")
 

@@ -11,10 +11,14 @@ handler runs; the handlers that write (do_put, the ``drop`` and ``gc`` actions) 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import json
 import logging
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -93,12 +97,29 @@ for _cls in (InvalidArgument, NotFoundError, Unimplemented):
 NotFoundError.__qualname__ = "NotFound"
 
 
-def to_flight_error(exc: BaseException) -> Exception:
+def server_places(lake: Lake) -> tuple[str, ...]:
+    """Where the server keeps files (storage root, temp and spool folders): never shown."""
+    root = lake.storage.root_url
+    places = {root, root.removeprefix("s3://"), tempfile.gettempdir(), lake.settings.spool_dir}
+    return tuple(sorted((p.rstrip("/") for p in places if len(p.strip("/")) > 1), key=len)[::-1])
+
+
+def redact(text: str, places: tuple[str, ...]) -> str:
+    """``text`` with every path or URL under one of ``places`` replaced by "<server path>"."""
+    for place in places:
+        text = re.sub(re.escape(place) + r"[^\s'\"]*", "<server path>", text)
+    return text
+
+
+def to_flight_error(exc: BaseException, places: tuple[str, ...] = ()) -> Exception:
     """The exception whose gRPC status matches ``exc`` (a FlightlakeError, or a pyarrow
-    error raised by a handler), with ``exc``'s message once and no traceback."""
-    msg = str(exc)
+    error raised by a handler), with ``exc``'s message once, no traceback and no server
+    path (``places``, see server_places)."""
     if isinstance(exc, flight.FlightError):
-        return exc  # pyarrow adds only "Detail: <code>" to these
+        if not any(p in str(exc) for p in places):
+            return exc  # pyarrow adds only "Detail: <code>" to these
+        return type(exc)(redact(str(exc), places))
+    msg = redact(str(exc), places)
     if isinstance(exc, NotFound | pa.ArrowKeyError):
         return NotFoundError(msg)
     if isinstance(exc, Conflict):
@@ -117,36 +138,51 @@ def to_flight_error(exc: BaseException) -> Exception:
     return flight.FlightInternalError(msg)
 
 
+@contextlib.contextmanager
+def _mapped(name: str, start: float, places: tuple[str, ...]) -> Iterator[None]:
+    """Errors raised inside become the Flight error clients read (see to_flight_error)."""
+    try:
+        yield
+    except FlightlakeError as exc:
+        log.debug("%s failed", name, exc_info=True)
+        observe.record("flight", name, start, observe.error_code(exc), error=str(exc)[:200])
+        raise to_flight_error(exc, places) from None
+    except (flight.FlightError, pa.ArrowException) as exc:
+        log.debug("%s failed", name, exc_info=True)
+        code = "unimplemented" if isinstance(exc, pa.ArrowNotImplementedError) else None
+        observe.record(
+            "flight",
+            name,
+            start,
+            code or "invalid_argument",
+            error=str(exc).split(". Detail:")[0][:200],
+        )
+        raise to_flight_error(exc, places) from None
+    except Exception as exc:
+        log.exception("internal error in %s", name)
+        observe.record("flight", name, start, "internal")
+        raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
+
+
+def _mapped_iter(result: Iterator[Any], name: str, start: float, places: tuple[str, ...]) -> Any:
+    with _mapped(name, start, places):
+        yield from result
+
+
 def flight_errors(method: F) -> F:
-    """Map flightlake errors raised by a handler to Flight errors, once."""
+    """Map errors raised by a handler (or by the generator it returns) to Flight errors,
+    once: the right code, the message once, no traceback, no server path."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         observe.new_request_id()
-        try:
-            return method(*args, **kwargs)
-        except FlightlakeError as exc:
-            log.debug("%s failed", method.__name__, exc_info=True)
-            observe.record(
-                "flight", method.__name__, start, observe.error_code(exc), error=str(exc)[:200]
-            )
-            raise to_flight_error(exc) from None
-        except (flight.FlightError, pa.ArrowException) as exc:
-            log.debug("%s failed", method.__name__, exc_info=True)
-            code = "unimplemented" if isinstance(exc, pa.ArrowNotImplementedError) else None
-            observe.record(
-                "flight",
-                method.__name__,
-                start,
-                code or "invalid_argument",
-                error=str(exc).split(". Detail:")[0][:200],
-            )
-            raise to_flight_error(exc) from None
-        except Exception as exc:
-            log.exception("internal error in %s", method.__name__)
-            observe.record("flight", method.__name__, start, "internal")
-            raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
+        places = getattr(args[0], "places", ()) if args else ()
+        with _mapped(method.__name__, start, places):
+            result = method(*args, **kwargs)
+        if inspect.isgenerator(result):
+            return _mapped_iter(result, method.__name__, start, places)
+        return result
 
     return cast(F, wrapper)
 
@@ -159,8 +195,15 @@ def _log(method: str, start: float, **fields: Any) -> None:
 class Counted:
     """Wraps a RecordBatchReader to count rows and bytes, and logs when the stream ends."""
 
-    def __init__(self, reader: pa.RecordBatchReader, method: str, **fields: Any) -> None:
+    def __init__(
+        self,
+        reader: pa.RecordBatchReader,
+        method: str,
+        places: tuple[str, ...] = (),
+        **fields: Any,
+    ) -> None:
         self.reader = reader
+        self.places = places  # see server_places
         self.method = method
         self.fields = fields
         self.rows = 0
@@ -184,7 +227,7 @@ class Counted:
         except Exception as exc:
             code = observe.error_code(exc)
             if isinstance(exc, FlightlakeError | pa.ArrowException):
-                raise to_flight_error(exc) from None
+                raise to_flight_error(exc, self.places) from None
             log.exception("internal error in %s", self.method)
             raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
         except BaseException as exc:
@@ -216,6 +259,7 @@ class FlightServer(flight.FlightServerBase):
         self, lake: Lake, location: str, auth: Authenticator | None = None, **kwargs: Any
     ) -> None:
         self.lake = lake
+        self.places = server_places(lake)  # redacted from every error message
         self.auth = auth if auth is not None else Authenticator.from_settings(lake.settings)
         kwargs = flight_auth.server_options(self.auth, kwargs)
         observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
@@ -276,7 +320,7 @@ class FlightServer(flight.FlightServerBase):
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
             return self.sql.do_get(cmd)
         sql = tickets.ticket_sql(ticket.ticket)
-        counted = Counted(self.lake.query(sql), "do_get", sql=sql[:200])
+        counted = Counted(self.lake.query(sql), "do_get", self.places, sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
     @flight_errors
