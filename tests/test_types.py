@@ -413,6 +413,9 @@ def test_round_trip_flight_http_and_append(fronts: Fronts, case: Case) -> None:
     info = client.get_flight_info(flight.FlightDescriptor.for_path(name))
     assert str(info.schema.field("v").type) == str(case.expected), "FlightInfo schema"
     _check(_http_arrow(fronts.http, sql), case, "HTTP Arrow")
+    rows = fronts.http.client.post("/v1/sql", json={"sql": sql})
+    assert rows.status_code == 200, rows.text
+    assert [row["n"] for row in rows.json()] == list(range(len(case.values)))
     # What was read back appends unchanged, and so does the original again.
     _put(client, name, back, mode="append")
     _put(client, name, table, mode="append")
