@@ -96,6 +96,8 @@ def _flight_cases(srv: Running) -> list[tuple[str, type[Exception], str, Callabl
          lambda: list(client.do_action(flight.Action("nope", b"")))),
         ("schema conflict", pa.ArrowInvalid, "schema conflict",
          lambda: _put(client, "t", wrong)),
+        ("exists (mode=create)", pa.ArrowInvalid, "'t' already exists",
+         lambda: _put(client, "t", pa.table({"id": [9], "s": ["z"]}), mode="create")),
         ("refused type", pa.ArrowInvalid, "column 'h' has type halffloat",
          lambda: _put(client, "h", pa.table({"h": pa.array([1.0], pa.float16())}))),
         ("bad command", pa.ArrowInvalid, "JSON",
@@ -121,6 +123,21 @@ def test_busy_server_is_unavailable_without_traceback(srv: Running) -> None:
     with srv.lake.ingest_slot("someone"), pytest.raises(flight.FlightUnavailableError) as raised:
         _put(srv.client, "t", pa.table({"id": [9], "s": ["z"]}))
     assert_clean(str(raised.value), srv, says="ingest slots are busy")
+
+
+def test_adbc_busy_and_existing_are_clean(srv: Running) -> None:
+    table = pa.table({"id": [9], "s": ["z"]})
+    with (
+        dbapi.connect(srv.location, autocommit=True) as conn,
+        conn.cursor() as cur,
+    ):
+        with srv.lake.ingest_slot("someone"), pytest.raises(adbc_driver_manager.Error) as busy:
+            cur.adbc_ingest("t", table, mode="append")
+        assert "(Unavailable; " in str(busy.value), busy.value  # ADBC: IO status, gRPC code
+        assert_clean(str(busy.value), srv, says="ingest slots are busy")
+        with pytest.raises(adbc_driver_manager.Error) as exists:
+            cur.adbc_ingest("t", table, mode="create")
+        assert_clean(str(exists.value), srv, says="'t' already exists")
 
 
 def test_a_missing_object_never_shows_its_path(srv: Running) -> None:
@@ -228,3 +245,7 @@ def test_auth_errors_are_clean(tmp_path: Path) -> None:
             list(running.client.do_action(flight.Action("gc", b""), options))
         assert_clean(str(denied.value), running, says="write")
         assert re.search(r"role", str(denied.value))
+        with pytest.raises(adbc_driver_manager.Error) as adbc_raised:
+            _run(running.location, "SELECT 1")
+        assert str(adbc_raised.value).startswith("UNAUTHENTICATED: "), adbc_raised.value
+        assert_clean(str(adbc_raised.value), running, says="token")
