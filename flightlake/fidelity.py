@@ -136,6 +136,16 @@ def normalize_schema(schema: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(f.name, storage_type(f.type, f.name)) for f in schema])
 
 
+def as_stored(schema: pa.Schema) -> pa.Schema:
+    """``schema`` in today's stored spellings; a dataset stored by an older version (e.g. a
+    CSV ``timestamp[s]`` column of v0.1) compares by this, so appends to it keep working.
+    A schema holding a type no longer stored is returned as it is."""
+    try:
+        return normalize_schema(schema)
+    except InvalidInput:
+        return schema
+
+
 def _spelled(kind: pa.DataType) -> str:
     """The full spelling of a type, field names included (``==`` ignores list item names)."""
     return str(kind)

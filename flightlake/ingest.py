@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from flightlake.catalog import DATA_PREFIX, NewObjects
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
-from flightlake.fidelity import conform, normalize_schema
+from flightlake.fidelity import as_stored, conform, normalize_schema
 from flightlake.storage import Storage, new_object_id
 
 log = logging.getLogger("flightlake.ingest")
@@ -187,6 +187,8 @@ def write_arrow(
     """
     check_columns(schema.names)
     stored = normalize_schema(schema)
+    if target is not None:
+        target = as_stored(target)
     if target is not None and not _same_columns(target, stored):
         from flightlake.catalog import schema_difference
 

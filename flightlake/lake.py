@@ -30,7 +30,7 @@ from flightlake.catalog import (
 )
 from flightlake.config import Settings
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, Unavailable
-from flightlake.fidelity import normalize_schema
+from flightlake.fidelity import as_stored
 from flightlake.ingest import spool, write_arrow, write_csv
 from flightlake.query import QueryEngine, QueryParams
 from flightlake.storage import Storage
@@ -220,7 +220,7 @@ class Lake:
         return head
 
     def _commit(self, name: str, mode: str, new: NewObjects) -> IngestResult:
-        schema = normalize_schema(new.schema)
+        schema = as_stored(new.schema)
         replaced: list[Manifest] = []
 
         def build(head: Manifest | None) -> Manifest:
@@ -232,7 +232,7 @@ class Lake:
                 return new_manifest(name, head, schema, new.keys, new.rows, new.sizes)
             if mode == "create":
                 raise Conflict(f"dataset {name!r} already exists (mode=create)")
-            if head.schema_fingerprint != schema_fingerprint(schema):
+            if schema_fingerprint(as_stored(head.schema)) != schema_fingerprint(schema):
                 raise Conflict(
                     f"schema conflict for dataset {name!r}: "
                     f"{schema_difference(head.schema, schema)}"

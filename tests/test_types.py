@@ -382,10 +382,14 @@ def _get(client: flight.FlightClient, sql: str) -> pa.Table:
     return client.do_get(flight.Ticket(sql.encode())).read_all()
 
 
-def _http_arrow(http: RunningHttp, sql: str) -> pa.Table:
+def _http_arrow_bytes(http: RunningHttp, sql: str) -> bytes:
     response = http.client.post("/v1/sql", json={"sql": sql}, headers={"accept": ARROW})
     assert response.status_code == 200, response.text
-    return pa.ipc.open_stream(response.content).read_all()
+    return response.content
+
+
+def _http_arrow(http: RunningHttp, sql: str) -> pa.Table:
+    return pa.ipc.open_stream(_http_arrow_bytes(http, sql)).read_all()
 
 
 def _adbc(conn: dbapi.Connection, sql: str) -> pa.Table:
@@ -412,15 +416,20 @@ def test_round_trip_flight_http_and_append(fronts: Fronts, case: Case) -> None:
     _check(back, case, "Flight do_get")
     info = client.get_flight_info(flight.FlightDescriptor.for_path(name))
     assert str(info.schema.field("v").type) == str(case.expected), "FlightInfo schema"
-    _check(_http_arrow(fronts.http, sql), case, "HTTP Arrow")
+    body = _http_arrow_bytes(fronts.http, sql)
+    _check(pa.ipc.open_stream(body).read_all(), case, "HTTP Arrow")
     rows = fronts.http.client.post("/v1/sql", json={"sql": sql})
     assert rows.status_code == 200, rows.text
     assert [row["n"] for row in rows.json()] == list(range(len(case.values)))
     # What was read back appends unchanged, and so does the original again.
     _put(client, name, back, mode="append")
     _put(client, name, table, mode="append")
+    upload = fronts.http.client.post(
+        "/v1/ingest", params={"name": name, "mode": "append"}, files={"file": ("b.arrows", body)}
+    )
+    assert upload.status_code == 200, upload.text
     again = _get(client, f"SELECT * FROM {name} ORDER BY n")
-    assert again.num_rows == 3 * table.num_rows
+    assert again.num_rows == 4 * table.num_rows
     assert str(again.schema.field("v").type) == str(case.expected)
 
 
@@ -571,3 +580,33 @@ def test_zones_durations_dictionaries_on_s3(s3_server: Any, s3_bucket: str) -> N
         )
         assert back.column("at").to_pylist() == INSTANTS
         _put(running.client, "s3_types", back, mode="append")
+
+
+def test_datasets_stored_with_older_spellings_still_append(tmp_path: Any) -> None:
+    """A dataset whose manifest holds a spelling stored before 0.2 (v0.1 kept timestamp[s]
+    from CSV inference, time32 as sent) takes appends of the same columns, Arrow and CSV."""
+    from flightlake.catalog import new_manifest
+    from flightlake.ingest import ParquetSink
+    from flightlake.lake import Lake
+
+    old = pa.schema({"ts": pa.timestamp("s"), "t": pa.time32("s")})
+    batch = pa.record_batch(
+        [pa.array([WALL[3]], pa.timestamp("s")), pa.array([dt.time(10)], pa.time32("s"))],
+        schema=old,
+    )
+    lake = Lake(make_settings(str(tmp_path / "lake")))
+    try:
+        sink = ParquetSink(lake.storage, "old", old)
+        sink.write(batch)
+        new = sink.close()
+        lake.catalog.commit(
+            "old", lambda head: new_manifest("old", head, old, new.keys, new.rows, new.sizes)
+        )
+        lake.ingest_arrow("old", old, [batch], "append")
+        lake.ingest_csv("old", [b"ts,t\n2024-01-01 00:00:00,10:00:00\n"], "append")
+        back = lake.query("SELECT * FROM old ORDER BY ts").read_all()
+        assert back.num_rows == 3
+        assert str(back.schema) == "ts: timestamp[us]\nt: time64[us]"
+        lake.ingest_arrow("old", back.schema, back.to_batches(), "append")
+    finally:
+        lake.close()
