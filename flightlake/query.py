@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ class QueryEngine:
             schema = self._schemas.get(name)
         if schema is None:
             return None
-        return restore_labels(schema, self._labels({name})) or schema
+        return restore_labels(schema, self._labels(_Reads({name}, {}, star=True))) or schema
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
@@ -186,9 +187,9 @@ class QueryEngine:
         self._check(sql)
         return sql
 
-    def _check(self, sql: str, params: QueryParams | None = None) -> set[str]:
-        """``check``, plus that ``params`` fill every placeholder; returns the datasets
-        the statement reads."""
+    def _check(self, sql: str, params: QueryParams | None = None) -> _Reads:
+        """``check``, plus that ``params`` fill every placeholder; returns what the
+        statement reads."""
         if not sql or not sql.strip():
             raise QueryError("SQL is empty")
         try:
@@ -203,9 +204,9 @@ class QueryEngine:
         _check_params(statements[0].named_parameters, params)
         return self._audit(sql)
 
-    def _audit(self, sql: str) -> set[str]:
+    def _audit(self, sql: str) -> _Reads:
         """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
-        Returns the datasets it reads."""
+        Returns the datasets it reads and where its output columns come from."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
@@ -242,12 +243,19 @@ class QueryEngine:
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
                     raise QueryError(f"not allowed: function {name}()")
-        return reads
+        statements: Any = tree["statements"]
+        return _Reads(reads, *_output_sources(statements[0].get("node", {})))
 
-    def _labels(self, datasets: set[str]) -> dict[str, pa.DataType]:
-        """Stored types of the columns of ``datasets`` whose labels DuckDB loses."""
-        schemas = [s for s in map(self.stored_schema, sorted(datasets)) if s is not None]
-        return stored_labels(schemas)
+    def _labels(self, reads: _Reads) -> dict[str, pa.DataType]:
+        """Output column -> the stored type of the dataset column it selects, for the
+        columns whose labels DuckDB loses (zones, durations)."""
+        if not reads.datasets:
+            return {}
+        schemas = [s for s in map(self.stored_schema, sorted(reads.datasets)) if s is not None]
+        stored = stored_labels(schemas)
+        labels = {n: t for n, t in stored.items() if reads.star and n not in reads.sources}
+        labels.update({out: stored[src] for out, src in reads.sources.items() if src in stored})
+        return labels
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for one request, looking at the flightlake catalog."""
@@ -335,6 +343,33 @@ class QueryEngine:
     def close(self) -> None:
         self._con.close()
         self._tmp.cleanup()
+
+
+@dataclass(frozen=True)
+class _Reads:
+    """What a statement reads: its datasets, and for its output columns that select a
+    column by name (``ts``, ``t.ts``, ``ts AS t2``) that column's name; ``star`` when it
+    selects ``*`` (every column keeps its name)."""
+
+    datasets: set[str]
+    sources: dict[str, str]
+    star: bool = False
+
+
+def _output_sources(node: dict[str, Any]) -> tuple[dict[str, str], bool]:
+    """``_Reads.sources`` and ``.star`` from the top SELECT node of a parse tree; a set
+    operation (UNION, ...) or anything else has none."""
+    if node.get("type") != "SELECT_NODE":
+        return {}, False
+    sources: dict[str, str] = {}
+    star = False
+    for item in node.get("select_list", []):
+        if item.get("class") == "STAR":
+            star = True
+        elif item.get("class") == "COLUMN_REF" and item.get("column_names"):
+            column = str(item["column_names"][-1])
+            sources[str(item.get("alias") or column)] = column
+    return sources, star
 
 
 def _walk(node: object) -> Iterator[dict[str, Any]]:

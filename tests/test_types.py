@@ -502,8 +502,16 @@ def test_zone_survives_sql_by_name_and_instants_in_expressions(fronts: Fronts) -
         back = _get(client, sql)
         assert back.schema.field("ts").type == berlin, sql
         assert back.column("ts").to_pylist() == [INSTANTS[4]], sql
+    renamed = _get(client, "SELECT z.ts AS moment FROM zoned z WHERE id = 2")
+    assert renamed.schema.field("moment").type == berlin
     shifted = _get(client, "SELECT max(ts) + INTERVAL 1 HOUR AS later FROM zoned")
     assert shifted.column("later").to_pylist() == [INSTANTS[4] + dt.timedelta(hours=1)]
+    assert shifted.schema.field("later").type == pa.timestamp("us", "UTC")
+    # a computed column named like a stored one is not relabelled
+    _put(client, "took", pa.table({"d": pa.array([5, 7], pa.duration("s"))}))
+    counted = _get(client, "SELECT count(*) AS d FROM took")
+    assert counted.schema.field("d").type == pa.int64()
+    assert _get(client, "SELECT d FROM took ORDER BY d").schema.field("d").type == pa.duration("s")
 
 
 def test_polars_and_pandas_everyday_columns(fronts: Fronts) -> None:
