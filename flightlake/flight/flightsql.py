@@ -60,6 +60,7 @@ from flightlake.flight.flightsql_meta import (
     XDBC_TYPES,
     sql_info_table,
 )
+from flightlake.flight.pending import PendingResults
 from flightlake.flight.server import Counted, _arrow_batches, _log, server_places
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
@@ -145,32 +146,42 @@ def _rows(params: pa.Table | None) -> list[list[Any]] | None:
     return [list(row.values()) for row in params.to_pylist()]
 
 
-def statement_ticket(sql: str, params: pa.Table | None = None) -> flight.Ticket:
-    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64)."""
+def statement_ticket(
+    sql: str, params: pa.Table | None = None, pending: str | None = None
+) -> flight.Ticket:
+    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64), plus
+    the id of a result this server already started for it (see flight.pending)."""
     doc: dict[str, str] = {"sql": sql}
     if params is not None and params.num_rows:
         doc["params"] = base64.b64encode(_ipc(params)).decode()
+    if pending:
+        doc["pending"] = pending
     handle = json.dumps(doc).encode()
     return flight.Ticket(pb.pack(pb.TicketStatementQuery(statement_handle=handle)))
 
 
-def _read_handle(handle: bytes) -> tuple[str, pa.Table | None]:
+def _read_handle(handle: bytes) -> tuple[str, pa.Table | None, str | None]:
     try:
         doc = json.loads(handle)
         params = None
         if "params" in doc:
             params = pa.ipc.open_stream(base64.b64decode(doc["params"])).read_all()
-        return str(doc["sql"]), params
+        pending = doc.get("pending")
+        return str(doc["sql"]), params, pending if isinstance(pending, str) else None
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise InvalidInput(f"malformed Flight SQL statement ticket: {exc}") from exc
 
 
 @dataclass
 class Prepared:
-    """One prepared statement: its SQL and its bound parameters."""
+    """One prepared statement: its SQL, its bound parameters, and the result schema resolved
+    when it was prepared (valid while the lake's views are at ``generation``)."""
 
     sql: str
     params: pa.Table | None = None
+    schema: pa.Schema | None = None
+    generation: int = -1
+    pending: str | None = None  # the id of the result started when it was prepared
 
 
 @dataclass(frozen=True)
@@ -185,8 +196,9 @@ class Command:
 class FlightSqlHandler:
     """Serves the Flight SQL commands over one Lake."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, pending: PendingResults | None = None) -> None:
         self.lake = lake
+        self.pending = pending if pending is not None else PendingResults()
         self._prepared: OrderedDict[bytes, Prepared] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -218,14 +230,26 @@ class FlightSqlHandler:
         if cmd.name == "CommandStatementQuery":
             assert msg is not None
             _refuse_transaction(msg)
-            return self._info(descriptor, self._schema(msg.query), statement_ticket(msg.query))
+            schema, key = self._start(msg.query)
+            return self._info(descriptor, schema, statement_ticket(msg.query, pending=key))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
             rows = _rows(stmt.params)
-            # Resolved again on every execution: the dataset may have been replaced (with
-            # other columns) since the statement was prepared.
-            schema = self._schema(stmt.sql, rows[0] if rows else None)
+            pending, stmt.pending = stmt.pending, None  # a started result serves one fetch
+            if rows is None and stmt.schema is not None and stmt.generation == self.lake.generation:
+                # As prepared: no view changed since. DB-API clients prepare every new
+                # statement, so the query started then is the one this fetch streams.
+                return self._info(
+                    descriptor, stmt.schema, statement_ticket(stmt.sql, pending=pending)
+                )
+            self.pending.discard(pending)
+            # A view changed since it was prepared (the dataset may have other columns now),
+            # or bound parameters decide the types: resolve again.
+            if rows is None:
+                schema, key = self._start(stmt.sql)
+                return self._info(descriptor, schema, statement_ticket(stmt.sql, pending=key))
+            schema = self._schema(stmt.sql, rows[0])
             return self._info(descriptor, schema, statement_ticket(stmt.sql, stmt.params))
         schema = self._metadata_schema(cmd)
         return self._info(descriptor, schema, flight.Ticket(cmd.raw))
@@ -240,6 +264,15 @@ class FlightSqlHandler:
             return self.lake.query_schema(sql, params)
         except QueryError as exc:
             raise _explain_write(exc) from exc
+
+    def _start(self, sql: str) -> tuple[pa.Schema, str]:
+        """Start ``sql`` (no parameters); return its schema and the id its reader is parked
+        under for the DoGet that follows (one DuckDB execution per query, not two)."""
+        try:
+            reader = self.lake.query(sql)
+        except QueryError as exc:
+            raise _explain_write(exc) from exc
+        return reader.schema, self.pending.park(reader)
 
     def _metadata_schema(self, cmd: Command) -> pa.Schema:
         schemas = {
@@ -274,18 +307,20 @@ class FlightSqlHandler:
         msg = cmd.message
         if cmd.name == "TicketStatementQuery":
             assert msg is not None
-            sql, params = _read_handle(msg.statement_handle)
-            return self._stream(sql, params)
+            sql, params, pending = _read_handle(msg.statement_handle)
+            return self._stream(sql, params, self.pending.claim(pending))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
             return self._stream(stmt.sql, stmt.params)
         return flight.RecordBatchStream(self._metadata(cmd))
 
-    def _stream(self, sql: str, params: pa.Table | None) -> flight.RecordBatchStream:
+    def _stream(
+        self, sql: str, params: pa.Table | None, started: pa.RecordBatchReader | None = None
+    ) -> flight.RecordBatchStream:
         rows = _rows(params)
         try:
-            reader = self.lake.query(sql, params=rows[0] if rows else None)
+            reader = started or self.lake.query(sql, params=rows[0] if rows else None)
         except QueryError as exc:
             raise _explain_write(exc) from exc
         if rows is not None and len(rows) > 1:  # every parameter set runs; results in order
@@ -468,8 +503,12 @@ class FlightSqlHandler:
     def _create_prepared(self, msg: Message) -> flight.Result:
         _refuse_transaction(msg)
         sql = msg.query
+        generation = self.lake.generation  # read before resolving: a commit racing it wins
+        pending: str | None = None
         try:
-            schema: pa.Schema | None = self.lake.query_schema(sql)
+            # Started now: DB-API clients prepare each new statement and execute it at once.
+            schema: pa.Schema | None
+            schema, pending = self._start(sql)
         except QueryError as exc:
             if "only SELECT" in str(exc):
                 raise _explain_write(exc) from exc
@@ -480,9 +519,9 @@ class FlightSqlHandler:
             schema = None
         handle = secrets.token_hex(16).encode()
         with self._lock:
-            self._prepared[handle] = Prepared(sql)
+            self._prepared[handle] = Prepared(sql, None, schema, generation, pending)
             while len(self._prepared) > MAX_PREPARED:
-                self._prepared.popitem(last=False)
+                self.pending.discard(self._prepared.popitem(last=False)[1].pending)
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
             is_update=False,
@@ -502,7 +541,9 @@ class FlightSqlHandler:
 
     def _close_prepared(self, handle: bytes) -> None:
         with self._lock:
-            self._prepared.pop(handle, None)
+            stmt = self._prepared.pop(handle, None)
+        if stmt is not None:
+            self.pending.discard(stmt.pending)
 
     @property
     def open_prepared(self) -> int:

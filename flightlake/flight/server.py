@@ -41,6 +41,7 @@ from flightlake.errors import (
 )
 from flightlake.flight import auth as flight_auth
 from flightlake.flight import tickets
+from flightlake.flight.pending import PendingResults
 from flightlake.lake import Lake
 
 log = logging.getLogger("flightlake.flight")
@@ -269,7 +270,8 @@ class FlightServer(flight.FlightServerBase):
         sys.tracebacklimit = 0
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
-        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
+        self.pending = PendingResults()  # results started by GetFlightInfo for their DoGet
+        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake, self.pending)  # same port
         super().__init__(location, **kwargs)
 
     def require_write(self, context: Any) -> None:
@@ -306,9 +308,9 @@ class FlightServer(flight.FlightServerBase):
                 raise InvalidInput(f"path must have exactly one part, got {path}")
             return self.flight_info(self.lake.dataset(path[0]))
         sql = tickets.command_sql(descriptor.command)
-        schema = self.lake.query_schema(sql)
-        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql), [])
-        return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
+        reader = self.lake.query(sql)  # started now, streamed by the DoGet of this ticket
+        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql, self.pending.park(reader)), [])
+        return flight.FlightInfo(reader.schema, descriptor, [endpoint], -1, -1)
 
     @flight_errors
     def get_schema(self, context: Any, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -319,8 +321,9 @@ class FlightServer(flight.FlightServerBase):
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
             return self.sql.do_get(cmd)
-        sql = tickets.ticket_sql(ticket.ticket)
-        counted = Counted(self.lake.query(sql), "do_get", self.places, sql=sql[:200])
+        sql, pending = tickets.ticket_parts(ticket.ticket)
+        reader = self.pending.claim(pending) or self.lake.query(sql)
+        counted = Counted(reader, "do_get", self.places, sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
     @flight_errors
