@@ -6,7 +6,9 @@ DuckDB's own configuration: external access is off except for the lake's data fo
 (``allowed_directories``), extensions cannot be loaded or installed, configuration is
 locked, and only a single SELECT statement is accepted (checked on DuckDB's parsed statement
 type, not by string matching). For S3, httpfs is loaded offline from the pinned
-``duckdb-extension-httpfs`` package.
+``duckdb-extension-httpfs`` package. DuckDB runs in UTC with the Gregorian calendar whatever
+the host's TZ and locale; the labels it drops (zones, durations) are restored from the
+stored schemas (flightlake.fidelity).
 """
 
 from __future__ import annotations
