@@ -251,12 +251,19 @@ def restore_labels(schema: pa.Schema, labels: Mapping[str, pa.DataType]) -> pa.S
 
 
 def relabel(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` with the types of ``schema`` (from ``restore_labels``): metadata-only casts
-    of the relabelled columns."""
+    """``batch`` with the types of ``schema`` (from ``restore_labels``): the relabelled
+    columns are zero-copy views of the same buffers (same layout, other labels)."""
     arrays = [
         column
         if column.type.equals(field.type) and _spelled(column.type) == _spelled(field.type)
-        else column.cast(field.type)
+        else _view(column, field.type)
         for column, field in zip(batch.columns, schema, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _view(column: pa.Array, kind: pa.DataType) -> pa.Array:
+    try:
+        return column.view(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return column.cast(kind)  # same values; a layout view() does not cover
