@@ -18,6 +18,7 @@ import heapq
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -554,8 +555,13 @@ def _check_params(names: set[str], params: QueryParams | None) -> None:
     )
 
 
+# The objects DuckDB names in its I/O errors: local paths and URLs of the lake's Parquet.
+_OBJECT_PATHS = re.compile(r"""(?:[a-z0-9+]+://|/)[^\s"']*\.parquet""", re.IGNORECASE)
+
+
 def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
-    text = str(exc)
+    """A DuckDB error as the flightlake error clients read: no server path in the text."""
+    text = _OBJECT_PATHS.sub("<server path>", str(exc))
     if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
         return QueryError(
             f"query cancelled (timeout {timeout:.0f} s or client gone)"

@@ -22,6 +22,7 @@ import pytest
 from flightlake import observe
 from flightlake.config import Principal
 from flightlake.flight import flightsql_pb as pb
+from tests.http_helpers import http_server
 from tests.servers import Running, flight_server, make_settings
 
 TOKEN = "errors-read-token-0123456789"
@@ -152,6 +153,10 @@ def test_a_missing_object_never_shows_its_path(srv: Running) -> None:
     with pytest.raises(adbc_driver_manager.Error) as adbc_raised:
         _run(srv.location, "SELECT * FROM t")
     assert_clean(str(adbc_raised.value), srv, says="<server path>")
+    with http_server(srv.lake, srv.lake.settings) as http:
+        answer = http.client.post("/v1/sql", json={"sql": "SELECT * FROM t"})
+    assert answer.status_code >= 400
+    assert_clean(answer.json()["error"], srv, says="<server path>")
 
 
 def test_internal_errors_say_internal_and_the_log_keeps_the_traceback(
