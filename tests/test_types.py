@@ -464,6 +464,16 @@ def test_refused_at_ingest_naming_column_and_type(fronts: Fronts, refusal: Refus
     ):
         cur.adbc_ingest(name, table, mode="create")
     assert "column 'odd col'" in str(adbc_raised.value)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    upload = fronts.http.client.post(
+        "/v1/ingest",
+        params={"name": name},
+        files={"file": ("r.arrows", sink.getvalue().to_pybytes())},
+    )
+    assert upload.status_code == 400, upload.text
+    assert "column 'odd col'" in upload.json()["error"]
     # nothing was created
     with pytest.raises(pa.ArrowKeyError):
         client.get_flight_info(flight.FlightDescriptor.for_path(name))
