@@ -28,8 +28,8 @@ extension types (uuid, json, ...): DuckDB would read each back as another type o
 DuckDB keeps no zone per column (TIMESTAMPTZ answers in the session zone, UTC) and reads a
 duration as its int64 count, so two labels are restored on the way out, from the stored
 schema (the source of truth): ``restore_labels`` gives a result column that selects a stored
-column, and whose type is what DuckDB answers for it, the stored type back. The casts only
-relabel (zone, duration unit, list item name); values are never touched.
+column, and whose type is what DuckDB answers for it, the stored type back. These only
+relabel (zone, duration unit, list item name): zero-copy views, values never touched.
 """
 
 from __future__ import annotations

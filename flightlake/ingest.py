@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 
 from flightlake.catalog import DATA_PREFIX, NewObjects
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
-from flightlake.fidelity import as_stored, conform, normalize_schema
+from flightlake.fidelity import as_stored, conform
+from flightlake.fidelity import normalize_schema as normalize_schema  # re-exported (was here)
+from flightlake.fidelity import storage_type as storage_type  # re-exported (was here)
 from flightlake.storage import Storage, new_object_id
 
 log = logging.getLogger("flightlake.ingest")
