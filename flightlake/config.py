@@ -93,6 +93,13 @@ SETTINGS: tuple[Setting, ...] = (
         900.0,
         "Seconds between background sweeps of unreferenced objects (0: only at start).",
     ),
+    Setting(
+        "workers",
+        int,
+        1,
+        "Server processes sharing the Flight and HTTP ports (SO_REUSEPORT) over one lake; "
+        "each sees the others' commits within freshness_seconds.",
+    ),
     Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
     Setting(
         "log_format",
@@ -150,6 +157,7 @@ class Settings:
     spool_dir: str = ""
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
+    workers: int = 1
     log_level: str = "INFO"
     log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)
