@@ -25,13 +25,14 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from flightlake import sqlcompat
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
 from flightlake.fidelity import relabel, restore_labels, stored_labels
@@ -118,13 +119,15 @@ class QueryEngine:
         self._ddl = threading.Lock()
         self._views: set[str] = set()
         self.generation = 0  # bumped whenever a view changes: cached schemas are stale then
-        # SQL texts that passed the sandbox walk at a generation (a client prepares, gets the
-        # flight info and fetches the same text: it is walked once, not three times).
-        self._audited: OrderedDict[str, tuple[int, _Reads]] = OrderedDict()
+        # SQL texts that passed the sandbox walk at a generation, with the SQL to run for them
+        # (sqlcompat's rewrite). A client prepares, gets the flight info and fetches the same
+        # text: it is walked once, not three times.
+        self._audited: OrderedDict[str, tuple[int, tuple[str, _Reads]]] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
         #: The stored (manifest) schema of a dataset, the source of truth for the labels
         #: DuckDB does not keep (zones, durations); set by the lake.
         self.stored_schema: Callable[[str], pa.Schema | None] = lambda name: None
+        self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
         self._count_lock = threading.Lock()
         self._deadlines = _Deadlines()
         self._active = 0
@@ -194,25 +197,40 @@ class QueryEngine:
             schema = self._schemas.get(name)
         if schema is None:
             return None
-        return restore_labels(schema, self._labels(_Reads({name}, {}, star=True))) or schema
+        return restore_labels(schema, self._labels(_Reads({name}, star=True))) or schema
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
-        """Return ``sql`` if it is exactly one read-only statement, else raise QueryError."""
-        self._check(sql)
-        return sql
+        """The SQL to run for ``sql`` if it is exactly one read-only statement, else raise
+        QueryError. Client conventions (session statements, information_schema, EXPLAIN,
+        PIVOT without IN, ...) come back rewritten by ``sqlcompat``; run what is returned."""
+        return self._check(sql)[0]
 
-    def _check(self, sql: str, params: QueryParams | None = None) -> _Reads:
-        """``check``, plus that ``params`` fill every placeholder; returns what the
-        statement reads."""
+    def _check(self, sql: str, params: QueryParams | None = None) -> tuple[str, _Reads]:
+        """``check``, plus that ``params`` fill every placeholder; also returns what the
+        statement reads (for the labels restored on its result)."""
         if not sql or not sql.strip():
             raise QueryError("SQL is empty")
+        answer = sqlcompat.session_statement(sql)
+        if answer is not None:
+            return answer, _Reads()
+        explained = sqlcompat.explain_target(sql)
+        if explained is not None:
+            return "EXPLAIN " + self._check(explained, params)[0], _Reads()
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
             raise QueryError(f"SQL error: {exc}") from exc
+        if len(statements) > 1 and (plan := sqlcompat.pivot_plan(sql)) is not None:
+            sql = plan.with_values(
+                [self._pivot_values(plan.distinct_sql(i)) for i in range(len(plan.spans))]
+            )
+            statements = duckdb.extract_statements(sql)
         if len(statements) != 1:
-            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+            hint = ""
+            if sql.lstrip().upper().startswith("PIVOT"):
+                hint = "; for PIVOT, list the values: ON col IN ('a', 'b')"
+            raise QueryError(f"expected exactly one SQL statement, got {len(statements)}{hint}")
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
@@ -223,17 +241,37 @@ class QueryEngine:
             if cached is not None and cached[0] == generation:
                 self._audited.move_to_end(sql)
                 return cached[1]
-        reads = self._audit(sql)
+        checked = self._audit(sql)
         with self._ddl:
-            self._audited[sql] = (generation, reads)
+            self._audited[sql] = (generation, checked)
             self._audited.move_to_end(sql)
             while len(self._audited) > AUDIT_CACHE_SIZE:
                 self._audited.popitem(last=False)
-        return reads
+        return checked
 
-    def _audit(self, sql: str) -> _Reads:
+    def _pivot_values(self, sql: str) -> list[str]:
+        """The values a PIVOT's ON expression takes, read through the sandbox."""
+        table = self.execute(sql).read_all()
+        return [str(v) for v in table.column(0).to_pylist()]
+
+    def _refresh_info(self) -> None:
+        """Rebuild the information_schema tables when the dataset views changed."""
+        with self._ddl:
+            snapshot = {name: self._schemas.get(name) for name in self._views}
+            if snapshot == self._info_built:
+                return
+            try:
+                for statement in sqlcompat.info_schema_ddl(sorted(self._views)):
+                    self._con.execute(statement)
+            except duckdb.Error as exc:  # binding a view reads Parquet metadata: the store
+                raise _translate(exc) from exc
+            self._info_built = snapshot
+
+    def _audit(self, sql: str, rewrite_ok: bool = True) -> tuple[str, _Reads]:
         """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
-        Returns the datasets it reads and where its output columns come from."""
+        Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it
+        (itself parsed and audited again, so what runs is what was checked), with the
+        datasets it reads and where its output columns come from."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
@@ -244,7 +282,10 @@ class QueryEngine:
         tree = json.loads(row[0]) if row else {"error": True}
         if tree.get("error"):
             raise QueryError(f"SQL error: {tree.get('error_message', 'cannot parse')}")
-        nodes = list(_walk(tree["statements"]))
+        rewrite = sqlcompat.rewrite_tree(tree) if rewrite_ok else sqlcompat.Rewrite()
+        if rewrite.info_schema:
+            self._refresh_info()
+        nodes = list(sqlcompat.walk(tree["statements"]))
         ctes = {
             str(entry.get("key", "")).lower()
             for node in nodes
@@ -270,8 +311,23 @@ class QueryEngine:
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
                     raise QueryError(f"not allowed: function {name}()")
-        statements: Any = tree["statements"]
-        return _Reads(reads, *_output_sources(statements[0].get("node", {})))
+        if not rewrite.changed:
+            statements: Any = tree["statements"]
+            return sql, _Reads(reads, *_output_sources(statements[0].get("node", {})))
+        cursor = self._con.cursor()
+        try:
+            row = cursor.execute(
+                "SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)]
+            ).fetchone()
+        except duckdb.Error as exc:
+            raise QueryError(f"SQL error: {exc}") from exc
+        finally:
+            cursor.close()
+        rewritten = str(row[0]) if row else ""
+        statements = duckdb.extract_statements(rewritten) if rewritten else []
+        if len(statements) != 1 or statements[0].type not in _ALLOWED_STATEMENTS:
+            raise QueryError("SQL error: cannot rewrite this statement")
+        return self._audit(rewritten, rewrite_ok=False)
 
     def _labels(self, reads: _Reads) -> dict[str, pa.DataType]:
         """Output column -> the stored type of the dataset column it selects, for the
@@ -299,6 +355,12 @@ class QueryEngine:
         schema = str(node.get("schema_name", "")).lower()
         catalog = str(node.get("catalog_name", "")).lower()
         qualified = ".".join(p for p in (catalog, schema, table) if p)
+        if (
+            catalog == CATALOG
+            and schema == sqlcompat.INFO_SCHEMA
+            and table.lower() in sqlcompat.INFO_TABLES
+        ):
+            return ""  # flightlake's own information_schema (sqlcompat.info_schema_ddl)
         if catalog not in ("", CATALOG) or schema not in ("", "main"):
             raise QueryError(f"not allowed: {qualified} is not a dataset")
         if not schema and table.lower() in ctes:
@@ -311,7 +373,7 @@ class QueryEngine:
 
     def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
         """The result schema of ``sql`` without running it to completion."""
-        reads = self._check(sql, params)
+        sql, reads = self._check(sql, params)
         cursor = self._cursor()
         try:
             rel = cursor.sql(sql, params=params)
@@ -333,7 +395,7 @@ class QueryEngine:
         The cursor lives as long as the reader is being consumed; the query is interrupted
         after ``query_timeout`` seconds or when the reader is closed early.
         """
-        reads = self._check(sql, params)
+        sql, reads = self._check(sql, params)
         cursor = self._cursor()
         timer = self._deadlines.add(self.settings.query_timeout, cursor.interrupt)
         try:
@@ -378,8 +440,8 @@ class _Reads:
     column by name (``ts``, ``t.ts``, ``ts AS t2``) that column's name; ``star`` when it
     selects ``*`` (every column keeps its name)."""
 
-    datasets: set[str]
-    sources: dict[str, str]
+    datasets: set[str] = field(default_factory=set)
+    sources: dict[str, str] = field(default_factory=dict)
     star: bool = False
 
 
@@ -467,18 +529,6 @@ class _Deadlines:
                 action()
             except Exception as exc:  # an interrupt of a cursor already closed
                 log.debug("deadline action failed: %s", exc)
-
-
-def _walk(node: object) -> Iterator[dict[str, Any]]:
-    """Every JSON object in a parse tree, depth first."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 class _Release:

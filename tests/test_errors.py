@@ -93,7 +93,7 @@ def _flight_cases(srv: Running) -> list[tuple[str, type[Exception], str, Callabl
          ).read_all()),
         ("write statement", pa.ArrowInvalid, "only SELECT",
          lambda: client.do_get(flight.Ticket(b"DROP TABLE t")).read_all()),
-        ("unknown action", pa.ArrowInvalid, "unknown action 'nope'",
+        ("unknown action", pa.ArrowNotImplementedError, "unknown action 'nope'",
          lambda: list(client.do_action(flight.Action("nope", b"")))),
         ("schema conflict", pa.ArrowInvalid, "schema conflict",
          lambda: _put(client, "t", wrong)),

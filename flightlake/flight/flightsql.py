@@ -8,7 +8,8 @@ plain ``do_get`` does. The spec's fixed answers (result schemas, SqlInfo, XDBC t
 ``flightsql_meta``, the protobuf messages in ``flightsql_pb``.
 
 Naming: one catalog ``flightlake`` holding one schema ``main``; every dataset is a table of
-type ``TABLE`` there. SQL uses the plain dataset names (``SELECT * FROM workers``).
+type ``TABLE`` there (GetTables filters also accept ``BASE TABLE`` and any case). SQL uses the
+plain dataset names (``SELECT * FROM workers``, ``flightlake.main.workers`` works too).
 
 What is served:
 - ``CommandStatementQuery`` → ``TicketStatementQuery``; prepared statements (create / close
@@ -20,10 +21,14 @@ What is served:
   ``CommandGetXdbcTypeInfo``; primary / imported / exported keys and cross references answer
   empty (datasets have no keys).
 - ``CommandStatementIngest`` → ``Lake.ingest_arrow`` (create / append / replace).
+- Flight's session actions (``SetSessionOptions`` accepting catalog ``flightlake`` / schema
+  ``main``, ``GetSessionOptions``, ``CloseSession``) and ``CancelFlightInfo``: answered as
+  Flight.proto says; there is no per-session state to keep.
 
 SQL is read-only (the lake's sandbox accepts one SELECT); ``CommandStatementUpdate``,
 ``CommandPreparedStatementUpdate`` and write statements are refused with a message pointing
-at bulk ingest. Transactions, Substrait and query cancellation are UNIMPLEMENTED. Hence the
+at bulk ingest. Transactions, Substrait and ``CancelQuery`` are UNIMPLEMENTED (``BEGIN`` /
+``COMMIT`` SQL text is a no-op, see ``flightlake.sqlcompat``). Hence the
 SqlInfo answers: read-only false (ingest writes), SQL true, bulk ingestion true,
 transactions none.
 """
@@ -48,7 +53,9 @@ from google.protobuf.message import DecodeError, Message
 from flightlake.errors import InvalidInput, NotFound, QueryError
 from flightlake.flight import flightsql_pb as pb
 from flightlake.flight.flightsql_meta import (
+    CATALOG,
     CATALOGS_SCHEMA,
+    DB_SCHEMA,
     DB_SCHEMAS_SCHEMA,
     FOREIGN_KEYS_SCHEMA,
     PRIMARY_KEYS_SCHEMA,
@@ -62,11 +69,10 @@ from flightlake.flight.flightsql_meta import (
 )
 from flightlake.flight.pending import PendingResults
 from flightlake.flight.server import Counted, _arrow_batches, _log, server_places
+from flightlake.flight.sessions import SESSION_ACTIONS
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
 
-CATALOG = "flightlake"
-DB_SCHEMA = "main"
 TABLE_TYPE = "TABLE"
 
 #: Open prepared statements kept at most; the least recently used is closed beyond this.
@@ -79,10 +85,19 @@ WRITE_HINT = (
     "Flight SQL CommandStatementIngest) or a plain Flight do_put"
 )
 
+#: Dataset table types a GetTables filter may name (case-insensitively): the type reported,
+#: ``TABLE``, and the SQL standard's ``BASE TABLE`` (Grafana, Power BI) / ``table``.
+TABLE_TYPE_ALIASES = frozenset({"table", "base table"})
+
 ACTIONS = {
     "CreatePreparedStatement": "Flight SQL: prepare a SQL query.",
     "ClosePreparedStatement": "Flight SQL: close a prepared statement.",
+    "SetSessionOptions": "Flight: set session options (catalog 'flightlake', schema 'main').",
+    "GetSessionOptions": "Flight: the session options (catalog and schema).",
+    "CloseSession": "Flight: close the session (there is no server-side session state).",
+    "CancelFlightInfo": "Flight: cancel a FlightInfo (no work runs before its DoGet).",
 }
+
 _UNSUPPORTED_ACTIONS = {
     "BeginTransaction": "transactions are not supported",
     "EndTransaction": "transactions are not supported",
@@ -375,7 +390,7 @@ class FlightSqlHandler:
         if (
             not self._in_catalog(_optional(msg, "catalog"))
             or not like(_optional(msg, "db_schema_filter_pattern"), DB_SCHEMA)
-            or (msg.table_types and TABLE_TYPE not in msg.table_types)
+            or (msg.table_types and not TABLE_TYPE_ALIASES & {t.lower() for t in msg.table_types})
         ):
             manifests = []
         else:
@@ -491,6 +506,11 @@ class FlightSqlHandler:
         if kind in _UNSUPPORTED_ACTIONS:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
         body = action.body.to_pybytes() if action.body is not None else b""
+        if kind in SESSION_ACTIONS:
+            start = time.perf_counter()
+            answer = SESSION_ACTIONS[kind](body)
+            _log("do_action", start, action=kind)
+            return iter([flight.Result(pa.py_buffer(answer))])
         cmd = self.decode(body)
         expected = f"Action{kind}Request"
         if cmd is None or cmd.name != expected or cmd.message is None:

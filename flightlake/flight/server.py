@@ -391,8 +391,10 @@ class FlightServer(flight.FlightServerBase):
             out = {"deleted": self.lake.gc(grace)}
         elif kind == "refresh":
             out = {"warnings": self.lake.refresh()}
-        else:
-            raise InvalidInput(f"unknown action {kind!r}: use one of {', '.join(ACTIONS)}")
+        else:  # UNIMPLEMENTED, as gRPC answers an unknown method
+            raise pa.ArrowNotImplementedError(
+                f"unknown action {kind!r}: use one of {', '.join(ACTIONS)}"
+            )
         _log("do_action", start, action=kind)
         return iter([flight.Result(pa.py_buffer(json.dumps(out).encode()))])
 
