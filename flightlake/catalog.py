@@ -30,6 +30,7 @@ import pyarrow as pa
 from flightlake import delta
 from flightlake.delta import DATA_PREFIX, DataFile, NewFile, Snapshot, Tables
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, StorageError
+from flightlake.fidelity import as_stored
 from flightlake.storage import Storage, validate_key
 
 log = logging.getLogger("flightlake.catalog")
@@ -541,7 +542,11 @@ class Catalog:
         head = entry.manifest
         if mode == "create":
             raise Conflict(f"dataset {name!r} already exists (mode=create)")
-        if mode == "append" and head.schema_fingerprint != schema_fingerprint(new.schema):
+        # datasets stored with older spellings (0.1's CSV timestamp[s], time32) compare by
+        # today's spelling
+        if mode == "append" and schema_fingerprint(as_stored(head.schema)) != schema_fingerprint(
+            new.schema
+        ):
             raise Conflict(
                 f"schema conflict for dataset {name!r}: "
                 f"{schema_difference(head.schema, new.schema)}"

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,9 @@ def cli_errors(func: F) -> F:
             KeyError,
         ) as exc:
             if click.get_current_context().find_root().params.get("verbose"):
-                raise
+                # in full: a Flight server in this process sets sys.tracebacklimit to 0
+                traceback.print_exc(limit=1000)
+                sys.exit(1)
             click.echo(f"error: {clean_message(exc)}", err=True)
             sys.exit(1)
 

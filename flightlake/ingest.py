@@ -32,6 +32,9 @@ from flightlake.admission import check_free_disk
 from flightlake.catalog import DATA_PREFIX, NewObjects
 from flightlake.delta import delta_schema, file_stats
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
+from flightlake.fidelity import as_stored, conform
+from flightlake.fidelity import normalize_schema as normalize_schema  # re-exported (was here)
+from flightlake.fidelity import storage_type as storage_type  # re-exported (was here)
 from flightlake.storage import Storage, new_object_id
 
 log = logging.getLogger("flightlake.ingest")
@@ -173,29 +176,6 @@ class ParquetSink:
             log.error("could not delete objects of a failed ingest %s: %s (gc will)", keys, exc)
 
 
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """What every stored object carries: all fields nullable, no metadata, and one spelling
-    per logical type (the one DuckDB reads back), so a pandas large_string column and a
-    polars string column land as the same type and append to each other."""
-    return pa.schema([pa.field(f.name, storage_type(f.type), nullable=True) for f in schema])
-
-
-def storage_type(kind: pa.DataType) -> pa.DataType:
-    """large/view strings -> string, large/view binary -> binary, dictionaries -> their
-    values, large lists -> lists (recursively); everything else unchanged."""
-    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return pa.string()
-    if pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
-        return pa.binary()
-    if pa.types.is_dictionary(kind):
-        return storage_type(kind.value_type)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind):
-        return pa.list_(storage_type(kind.value_type))
-    if pa.types.is_struct(kind):
-        return pa.struct([pa.field(f.name, storage_type(f.type)) for f in kind])
-    return kind
-
-
 def check_columns(names: list[str]) -> None:
     """Reject empty and duplicate column names with a message naming them."""
     for i, name in enumerate(names, 1):
@@ -214,10 +194,17 @@ def write_arrow(
     batches: Iterable[pa.RecordBatch],
     target: pa.Schema | None = None,
 ) -> NewObjects:
-    """Write an Arrow stream; ``target`` is the existing dataset's schema for appends."""
+    """Write an Arrow stream; ``target`` is the existing dataset's schema for appends.
+
+    Columns are stored in their one spelling (``fidelity.normalize_schema``). Raises
+    InvalidInput naming the column and type when a type is not stored, or when a value
+    does not fit the stored type exactly; Conflict when the columns differ from ``target``.
+    """
     check_columns(schema.names)
     stored = normalize_schema(schema)
     delta_schema(stored)  # refuses, naming the column, a type a Delta table cannot hold
+    if target is not None:
+        target = as_stored(target)
     if target is not None and not _same_columns(target, stored):
         from flightlake.catalog import schema_difference
 
@@ -229,7 +216,7 @@ def write_arrow(
                 raise InvalidInput(
                     f"record batch schema changed mid-stream: expected {schema} got {batch.schema}"
                 )
-            sink.write(_retype(batch, sink.schema))
+            sink.write(conform(batch, sink.schema))
         return sink.close()
     except BaseException:
         sink.abort()
@@ -238,14 +225,6 @@ def write_arrow(
 
 def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
     return a.names == b.names and all(x.type == y.type for x, y in zip(a, b, strict=True))
-
-
-def _retype(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    if batch.schema.equals(schema):
-        return batch
-    if [f.type for f in batch.schema] == [f.type for f in schema]:
-        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)  # nullability only
-    return batch.cast(schema)
 
 
 # -- CSV ------------------------------------------------------------------------------------

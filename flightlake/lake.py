@@ -28,7 +28,8 @@ from flightlake.catalog import (
 )
 from flightlake.config import Settings
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, Unavailable
-from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
+from flightlake.fidelity import as_stored
+from flightlake.ingest import spool, write_arrow, write_csv
 from flightlake.migrate import migrate_v01
 from flightlake.query import QueryEngine, QueryParams
 from flightlake.storage import Storage
@@ -97,6 +98,7 @@ class Lake:
         self.travel = TimeTravel(self.catalog)
         self.engine.on_tables = self._freshen
         self.engine.time_travel = self.travel.keys
+        self.engine.stored_schema = self._stored_schema
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
         self._active_ingests: dict[str, int] = {}  # name -> writers (ingests, compactions)
         self._in_slots = 0
@@ -175,6 +177,10 @@ class Lake:
 
     def dataset(self, name: str) -> Manifest:
         return self.catalog.get(name)
+
+    def _stored_schema(self, name: str) -> pa.Schema | None:
+        manifest = self.catalog.find(name)
+        return manifest.schema if manifest is not None else None
 
     def read_schema(self, manifest: Manifest) -> pa.Schema:
         """The schema a query of the whole dataset returns (what Flight advertises)."""
@@ -328,7 +334,7 @@ class Lake:
     def _commit(
         self, name: str, mode: str, new: NewObjects, key: str | None = None
     ) -> IngestResult:
-        new = replace(new, schema=normalize_schema(new.schema))
+        new = replace(new, schema=as_stored(new.schema))
         try:
             committed = self.catalog.commit(name, mode, new, key)
         except BaseException:

@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -194,7 +195,19 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
+class FullTracebacks(logging.Formatter):
+    """Tracebacks in full whatever ``sys.tracebacklimit`` says (the Flight server sets it to
+    0 so that clients never read frames; the log keeps them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.exc_text = None  # not the (maybe shortened) text another handler cached
+        return super().format(record)
+
+    def formatException(self, ei: Any) -> str:
+        return "".join(traceback.format_exception(ei[0], ei[1], ei[2], limit=1000)).rstrip("\n")
+
+
+class JsonFormatter(FullTracebacks):
     """One JSON object per line: time, level, logger, request_id, message and fields."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -221,7 +234,7 @@ def setup_logging(level: str, fmt: str = "text", verbose: bool = False) -> None:
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime
     else:
-        formatter = logging.Formatter(
+        formatter = FullTracebacks(
             "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
         )
     handler.setFormatter(formatter)

@@ -6,7 +6,9 @@ DuckDB's own configuration: external access is off except for the lake's data fo
 (``allowed_directories``), extensions cannot be loaded or installed, configuration is
 locked, and only a single SELECT statement is accepted (checked on DuckDB's parsed statement
 type, not by string matching). For S3, httpfs is loaded offline from the pinned
-``duckdb-extension-httpfs`` package.
+``duckdb-extension-httpfs`` package. DuckDB runs in UTC with the Gregorian calendar whatever
+the host's TZ and locale; the labels it drops (zones, durations) are restored from the
+stored schemas (flightlake.fidelity).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import glob
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,7 @@ from flightlake.admission import (
 )
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
+from flightlake.fidelity import relabel, restore_labels, stored_labels
 from flightlake.storage import Storage
 from flightlake.values import parse_size
 
@@ -115,6 +120,12 @@ class QueryEngine:
         if settings.query_threads > 0:
             config["threads"] = settings.query_threads
         self._con = duckdb.connect(":memory:", config=config)
+        # Answers never depend on the host's TZ or locale: ICU (built into the wheel) is
+        # loaded at connect and takes the host zone; fix it to UTC and the Gregorian
+        # calendar for every cursor (GLOBAL; lock_configuration below keeps it).
+        self._con.execute("LOAD icu")
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._con.execute("SET GLOBAL Calendar = 'gregorian'")
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG}")
         self._con.execute(f"USE {CATALOG}")
         self._ddl = threading.Lock()
@@ -123,8 +134,11 @@ class QueryEngine:
         # SQL texts that passed the sandbox walk at a generation, with the SQL to run for them
         # (sqlcompat's rewrite). A client prepares, gets the flight info and fetches the same
         # text: it is walked once, not three times.
-        self._audited: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._audited: OrderedDict[str, tuple[int, tuple[str, _Reads]]] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
+        #: The stored (manifest) schema of a dataset, the source of truth for the labels
+        #: DuckDB does not keep (zones, durations); set by the lake.
+        self.stored_schema: Callable[[str], pa.Schema | None] = lambda name: None
         cores = os.cpu_count() or 1
         self._slots = QuerySlots(
             settings.max_concurrent_queries or 2 * cores, settings.query_queue_seconds
@@ -206,24 +220,32 @@ class QueryEngine:
             self.generation += 1
 
     def view_schema(self, name: str) -> pa.Schema | None:
-        """The schema ``SELECT * FROM name`` streams (may differ from the stored Parquet
-        schema: e.g. large_string is read back as string)."""
+        """The schema ``SELECT * FROM name`` streams: the stored schema for every type that
+        ingest stores today (see flightlake.fidelity)."""
         with self._ddl:
-            return self._schemas.get(name)
+            schema = self._schemas.get(name)
+        if schema is None:
+            return None
+        return restore_labels(schema, self._labels(_Reads({name}, star=True))) or schema
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
         """The SQL to run for ``sql`` if it is exactly one read-only statement, else raise
         QueryError. Client conventions (session statements, information_schema, EXPLAIN,
         PIVOT without IN, ...) come back rewritten by ``sqlcompat``; run what is returned."""
+        return self._check(sql)[0]
+
+    def _check(self, sql: str, params: QueryParams | None = None) -> tuple[str, _Reads]:
+        """``check``, plus that ``params`` fill every placeholder; also returns what the
+        statement reads (for the labels restored on its result)."""
         if not sql or not sql.strip():
             raise QueryError("SQL is empty")
         answer = sqlcompat.session_statement(sql)
         if answer is not None:
-            return answer
+            return answer, _Reads()
         explained = sqlcompat.explain_target(sql)
         if explained is not None:
-            return "EXPLAIN " + self.check(explained)
+            return "EXPLAIN " + self._check(explained, params)[0], _Reads()
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
@@ -241,10 +263,12 @@ class QueryEngine:
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
+        _check_params(statements[0].named_parameters, params)
         if atclause.mentions(sql):
             # time travel resolves versions (and times like now() - INTERVAL 1 HOUR) anew on
             # every request: never cached
-            return self._time_travel(self._audit(sql))
+            to_run, reads = self._audit(sql)
+            return self._time_travel(to_run), reads
         generation = self.generation
         with self._ddl:
             cached = self._audited.get(sql)
@@ -282,10 +306,11 @@ class QueryEngine:
                 raise _translate(exc) from exc
             self._info_built = snapshot
 
-    def _audit(self, sql: str, rewrite_ok: bool = True) -> str:
+    def _audit(self, sql: str, rewrite_ok: bool = True) -> tuple[str, _Reads]:
         """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
         Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it
-        (itself parsed and audited again, so what runs is what was checked)."""
+        (itself parsed and audited again, so what runs is what was checked), with the
+        datasets it reads and where its output columns come from."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
@@ -320,7 +345,8 @@ class QueryEngine:
         if self.on_tables is not None:
             self.on_tables(set(names))
         with self._ddl:
-            views = {v.lower() for v in self._views}
+            views = {v.lower(): v for v in self._views}
+        reads: set[str] = set()
         for node in nodes:
             kind = node.get("type")
             if kind == "TABLE_FUNCTION":
@@ -330,13 +356,16 @@ class QueryEngine:
                         f"not allowed: table function {name}(); query the datasets by name"
                     )
             elif kind == "BASE_TABLE":
-                self._check_table(node, views, ctes)
+                table = self._check_table(node, set(views), ctes)
+                if table in views:
+                    reads.add(views[table])
             elif node.get("class") == "FUNCTION":
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
                     raise QueryError(f"not allowed: function {name}()")
         if not rewrite.changed:
-            return sql
+            statements: Any = tree["statements"]
+            return sql, _Reads(reads, *_output_sources(statements[0].get("node", {})))
         cursor = self._con.cursor()
         try:
             row = cursor.execute(
@@ -352,6 +381,17 @@ class QueryEngine:
             raise QueryError("SQL error: cannot rewrite this statement")
         return self._audit(rewritten, rewrite_ok=False)
 
+    def _labels(self, reads: _Reads) -> dict[str, pa.DataType]:
+        """Output column -> the stored type of the dataset column it selects, for the
+        columns whose labels DuckDB loses (zones, durations)."""
+        if not reads.datasets:
+            return {}
+        schemas = [s for s in map(self.stored_schema, sorted(reads.datasets)) if s is not None]
+        stored = stored_labels(schemas)
+        labels = {n: t for n, t in stored.items() if reads.star and n not in reads.sources}
+        labels.update({out: stored[src] for out, src in reads.sources.items() if src in stored})
+        return labels
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for one request, looking at the flightlake catalog."""
         cursor = self._con.cursor()
@@ -359,7 +399,7 @@ class QueryEngine:
         return cursor
 
     @staticmethod
-    def _check_table(node: dict[str, Any], views: set[str], ctes: set[str]) -> None:
+    def _check_table(node: dict[str, Any], views: set[str], ctes: set[str]) -> str:
         """A table reference must name a dataset (or a CTE of the query): DuckDB's built-in
         views (sqlite_master, duckdb_views, information_schema...) would show object paths,
         and a quoted path would read a file directly."""
@@ -372,11 +412,13 @@ class QueryEngine:
             and schema == sqlcompat.INFO_SCHEMA
             and table.lower() in sqlcompat.INFO_TABLES
         ):
-            return  # flightlake's own information_schema (sqlcompat.info_schema_ddl)
+            return ""  # flightlake's own information_schema (sqlcompat.info_schema_ddl)
         if catalog not in ("", CATALOG) or schema not in ("", "main"):
             raise QueryError(f"not allowed: {qualified} is not a dataset")
-        if table.lower() in views or (not schema and table.lower() in ctes):
-            return
+        if not schema and table.lower() in ctes:
+            return ""
+        if table.lower() in views:
+            return table.lower()
         if any(c in table for c in "/:\\") or table.lower().startswith(_SYSTEM_PREFIXES):
             raise QueryError(f"not allowed: {qualified} is not a dataset")
         raise NotFound(f"dataset {table!r} not found")
@@ -392,12 +434,13 @@ class QueryEngine:
         ``cancelled`` (the front end's "is my client gone?") is polled by the watchdog, which
         interrupts the binding when it turns true or after ``query_timeout`` seconds.
         """
-        sql = self.check(sql)
+        sql, reads = self._check(sql, params)
         cursor = self._cursor()
         watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
         try:
             rel = cursor.sql(sql, params=params)
-            return rel.limit(0).to_arrow_table().schema
+            schema = rel.limit(0).to_arrow_table().schema
+            return restore_labels(schema, self._labels(reads)) or schema
         except duckdb.Error as exc:
             raise self._translate(exc, watch.reason) from exc
         finally:
@@ -424,7 +467,7 @@ class QueryEngine:
         too. A result batch larger than ``max_result_batch_bytes`` and DuckDB running out of
         ``query_memory_limit`` raise ``ResourceExhausted``.
         """
-        sql = self.check(sql)
+        sql, reads = self._check(sql, params)
         self._slots.acquire(cancelled)
         try:
             cursor = self._cursor()
@@ -451,9 +494,10 @@ class QueryEngine:
             raise self._translate(value, watch.reason) from value
         with self._open_lock:
             self._open += 1
-        batches = self._guarded(handoff, watch)
+        labelled = restore_labels(value, self._labels(reads))
+        batches = self._guarded(handoff, watch, labelled)
         next(batches)  # started: dropping it unread now runs its finally (ends the query)
-        return pa.RecordBatchReader.from_batches(value, batches)
+        return pa.RecordBatchReader.from_batches(labelled or value, batches)
 
     def _produce(
         self,
@@ -494,9 +538,12 @@ class QueryEngine:
             handoff.put(*outcome)
         return watch.niced
 
-    def _guarded(self, handoff: Handoff, watch: Watch) -> Iterator[pa.RecordBatch]:
-        """The result batches, after one ``None`` that ``execute`` consumes. However the
-        iteration ends, even unread, the query ends: its thread stops and frees the slot."""
+    def _guarded(
+        self, handoff: Handoff, watch: Watch, labelled: pa.Schema | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The result batches, after one ``None`` that ``execute`` consumes, relabelled to
+        ``labelled`` when given (see flightlake.fidelity). However the iteration ends, even
+        unread, the query ends: its thread stops and frees the slot."""
         cap = self.settings.max_result_batch_bytes
         done = False
         try:
@@ -519,7 +566,7 @@ class QueryEngine:
                         f"max_result_batch_bytes ({cap / (1 << 20):,.0f} MiB); select fewer "
                         "or smaller values"
                     )
-                yield value
+                yield value if labelled is None else relabel(value, labelled)
         finally:
             handoff.stop()
             # closed early: nobody reads the rest, stop the query
@@ -642,6 +689,33 @@ class QueryEngine:
 VERSION_VIEWS = 64
 
 
+@dataclass(frozen=True)
+class _Reads:
+    """What a statement reads: its datasets, and for its output columns that select a
+    column by name (``ts``, ``t.ts``, ``ts AS t2``) that column's name; ``star`` when it
+    selects ``*`` (every column keeps its name)."""
+
+    datasets: set[str] = field(default_factory=set)
+    sources: dict[str, str] = field(default_factory=dict)
+    star: bool = False
+
+
+def _output_sources(node: dict[str, Any]) -> tuple[dict[str, str], bool]:
+    """``_Reads.sources`` and ``.star`` from the top SELECT node of a parse tree; a set
+    operation (UNION, ...) or anything else has none."""
+    if node.get("type") != "SELECT_NODE":
+        return {}, False
+    sources: dict[str, str] = {}
+    star = False
+    for item in node.get("select_list", []):
+        if item.get("class") == "STAR":
+            star = True
+        elif item.get("class") == "COLUMN_REF" and item.get("column_names"):
+            column = str(item["column_names"][-1])
+            sources[str(item.get("alias") or column)] = column
+    return sources, star
+
+
 def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
     """Interrupt the query running on ``cursor``, if any (a closed cursor is fine)."""
     with contextlib.suppress(duckdb.Error):
@@ -660,8 +734,38 @@ def _walk(node: object) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
+def _check_params(names: set[str], params: QueryParams | None) -> None:
+    """Raise QueryError naming the placeholders of a statement that ``params`` leave unset."""
+    if not names:
+        return
+    wanted = sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+    bound = 0 if params is None else len(params)
+    if isinstance(params, Mapping):
+        missing = [n for n in wanted if n not in params]
+    else:
+        missing = [n for n in wanted if not n.isdigit() or int(n) > bound]
+    if not missing:
+        return
+    listed = ", ".join("$" + n for n in wanted)
+    plural = "s" if len(wanted) != 1 else ""
+    if bound == 0:
+        raise QueryError(
+            f"the statement has {len(wanted)} parameter{plural} ({listed}) but none were bound"
+        )
+    raise QueryError(
+        f"the statement has {len(wanted)} parameter{plural} ({listed}) but {bound} "
+        f"{'was' if bound == 1 else 'were'} bound: {', '.join('$' + n for n in missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} missing"
+    )
+
+
+# The objects DuckDB names in its I/O errors: local paths and URLs of the lake's Parquet.
+_OBJECT_PATHS = re.compile(r"""(?:[a-z0-9+]+://|/)[^\s"']*\.parquet""", re.IGNORECASE)
+
+
 def _translate(exc: BaseException, reason: str = "", timeout: float = 0.0) -> Exception:
-    text = str(exc)
+    """A DuckDB error as the flightlake error clients read: no server path in the text."""
+    text = _OBJECT_PATHS.sub("<server path>", str(exc))
     if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
         if reason == TIMEOUT:
             return QueryError(f"query cancelled: it ran longer than query_timeout ({timeout:g} s)")

@@ -68,7 +68,7 @@ from flightlake.flight.flightsql_meta import (
     sql_info_table,
 )
 from flightlake.flight.pending import PendingResults
-from flightlake.flight.server import Counted, _arrow_batches, _log
+from flightlake.flight.server import Counted, _arrow_batches, _log, server_places
 from flightlake.flight.sessions import SESSION_ACTIONS
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
@@ -364,7 +364,7 @@ class FlightSqlHandler:
         fields = {"sql": json.dumps(sql[:200])}
         if rows is not None:
             fields["param_sets"] = str(len(rows))
-        counted = Counted(reader, "flightsql.do_get", **fields)
+        counted = Counted(reader, "flightsql.do_get", server_places(self.lake), **fields)
         return flight.RecordBatchStream(counted.stream())
 
     def _chain(

@@ -1,7 +1,9 @@
 """The Arrow Flight front end: decode the request, call the lake, return a stream.
 
 Errors leave through one decorator, ``flight_errors``, which maps the flightlake hierarchy to
-gRPC codes (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED).
+gRPC codes (NOT_FOUND, INVALID_ARGUMENT, UNIMPLEMENTED, UNAVAILABLE, UNAUTHENTICATED,
+PERMISSION_DENIED, INTERNAL) for plain Flight and Flight SQL alike. A client reads the problem
+once, with no traceback and no server path; the server's log keeps the full traceback.
 With principals configured, ``flight.auth``'s middleware authenticates every call before a
 handler runs; the handlers that write (do_put, the ``drop`` and ``gc`` actions) also call
 ``require_write`` once.
@@ -9,9 +11,14 @@ handler runs; the handlers that write (do_put, the ``drop`` and ``gc`` actions) 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import json
 import logging
+import re
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -55,21 +62,83 @@ ACTIONS = {
 WRITE_ACTIONS = frozenset({"drop", "gc", "compact"})  # need the write role; the others need read
 
 
-def to_flight_error(exc: FlightlakeError) -> Exception:
-    """The pyarrow exception whose gRPC status matches ``exc``."""
-    msg = str(exc)
-    if isinstance(exc, NotFound):
-        return pa.ArrowKeyError(msg)  # NOT_FOUND
+class _ToldOnce(Exception):
+    """A message pyarrow's Flight server sends once, with no traceback.
+
+    pyarrow answers a Python exception with its ``str()`` as the status message and appends
+    ". Detail: Python exception: <traceback.format_exception(...)>" (DESIGN.md, "Known facts").
+    ``FlightServer`` sets ``sys.tracebacklimit = 0``, which drops the frames (and their file
+    paths), leaving the type line "flightlake.NotFound: <message>". The message is
+    answered only to the first ``str()``, the status message pyarrow takes at once when the
+    handler raises; the later formatting then shows the type alone:
+    "dataset 'x' not found. Detail: Python exception: flightlake.NotFound".
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._told = False
+
+    def __str__(self) -> str:
+        if self._told:
+            return ""
+        self._told = True
+        return str(self.args[0])
+
+
+class InvalidArgument(_ToldOnce, pa.ArrowInvalid):
+    """INVALID_ARGUMENT."""
+
+
+class NotFoundError(_ToldOnce, pa.ArrowKeyError):
+    """NOT_FOUND."""
+
+
+class Unimplemented(_ToldOnce, pa.ArrowNotImplementedError):
+    """UNIMPLEMENTED."""
+
+
+for _cls in (InvalidArgument, NotFoundError, Unimplemented):
+    _cls.__module__ = "flightlake"  # the type line clients see: no package path
+NotFoundError.__qualname__ = "NotFound"
+
+
+def server_places(lake: Lake) -> tuple[str, ...]:
+    """Where the server keeps files (storage root, temp and spool folders): never shown."""
+    root = lake.storage.root_url
+    places = {root, root.removeprefix("s3://"), tempfile.gettempdir(), lake.settings.spool_dir}
+    return tuple(sorted((p.rstrip("/") for p in places if len(p.strip("/")) > 1), key=len)[::-1])
+
+
+def redact(text: str, places: tuple[str, ...]) -> str:
+    """``text`` with every path or URL under one of ``places`` replaced by "<server path>"."""
+    for place in places:
+        text = re.sub(re.escape(place) + r"[^\s'\"]*", "<server path>", text)
+    return text
+
+
+def to_flight_error(exc: BaseException, places: tuple[str, ...] = ()) -> Exception:
+    """The exception whose gRPC status matches ``exc`` (a FlightlakeError, or a pyarrow
+    error raised by a handler), with ``exc``'s message once, no traceback and no server
+    path (``places``, see server_places)."""
+    if isinstance(exc, flight.FlightError):
+        if not any(p in str(exc) for p in places):
+            return exc  # pyarrow adds only "Detail: <code>" to these
+        return type(exc)(redact(str(exc), places))
+    msg = redact(str(exc), places)
+    if isinstance(exc, NotFound | pa.ArrowKeyError):
+        return NotFoundError(msg)
     if isinstance(exc, Conflict):
         text = msg if "conflict" in msg.lower() else f"conflict: {msg}"
-        return pa.ArrowInvalid(text)  # INVALID_ARGUMENT, message says conflict
+        return InvalidArgument(text)  # message says conflict
     if isinstance(exc, ResourceExhausted):
         # pyarrow's Flight server cannot send RESOURCE_EXHAUSTED (its status mapping has no
         # such case; checked with ADBC, which prints the gRPC code): INVALID_ARGUMENT, as
         # for a too-large upload: the request as sent will not succeed.
-        return pa.ArrowInvalid(f"resource exhausted: {msg}")
-    if isinstance(exc, TooLarge | InvalidInput):
-        return pa.ArrowInvalid(msg)  # INVALID_ARGUMENT
+        return InvalidArgument(f"resource exhausted: {msg}")
+    if isinstance(exc, pa.ArrowNotImplementedError):
+        return Unimplemented(msg)
+    if isinstance(exc, TooLarge | InvalidInput | pa.ArrowException):
+        return InvalidArgument(msg.split(". Detail:")[0])
     if isinstance(exc, Unavailable):
         return flight.FlightUnavailableError(msg)
     if isinstance(exc, Unauthenticated):
@@ -79,33 +148,51 @@ def to_flight_error(exc: FlightlakeError) -> Exception:
     return flight.FlightInternalError(msg)
 
 
+@contextlib.contextmanager
+def _mapped(name: str, start: float, places: tuple[str, ...]) -> Iterator[None]:
+    """Errors raised inside become the Flight error clients read (see to_flight_error)."""
+    try:
+        yield
+    except FlightlakeError as exc:
+        log.debug("%s failed", name, exc_info=True)
+        observe.record("flight", name, start, observe.error_code(exc), error=str(exc)[:200])
+        raise to_flight_error(exc, places) from None
+    except (flight.FlightError, pa.ArrowException) as exc:
+        log.debug("%s failed", name, exc_info=True)
+        code = "unimplemented" if isinstance(exc, pa.ArrowNotImplementedError) else None
+        observe.record(
+            "flight",
+            name,
+            start,
+            code or "invalid_argument",
+            error=str(exc).split(". Detail:")[0][:200],
+        )
+        raise to_flight_error(exc, places) from None
+    except Exception as exc:
+        log.exception("internal error in %s", name)
+        observe.record("flight", name, start, "internal")
+        raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
+
+
+def _mapped_iter(result: Iterator[Any], name: str, start: float, places: tuple[str, ...]) -> Any:
+    with _mapped(name, start, places):
+        yield from result
+
+
 def flight_errors(method: F) -> F:
-    """Map flightlake errors raised by a handler to Flight errors, once."""
+    """Map errors raised by a handler (or by the generator it returns) to Flight errors,
+    once: the right code, the message once, no traceback, no server path."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         observe.new_request_id()
-        try:
-            return method(*args, **kwargs)
-        except FlightlakeError as exc:
-            observe.record(
-                "flight", method.__name__, start, observe.error_code(exc), error=str(exc)[:200]
-            )
-            raise to_flight_error(exc) from None
-        except (flight.FlightError, pa.ArrowException) as exc:
-            observe.record(
-                "flight",
-                method.__name__,
-                start,
-                "invalid_argument",
-                error=str(exc).split(". Detail:")[0][:200],
-            )
-            raise
-        except Exception as exc:
-            log.exception("internal error in %s", method.__name__)
-            observe.record("flight", method.__name__, start, "internal")
-            raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
+        places = getattr(args[0], "places", ()) if args else ()
+        with _mapped(method.__name__, start, places):
+            result = method(*args, **kwargs)
+        if inspect.isgenerator(result):
+            return _mapped_iter(result, method.__name__, start, places)
+        return result
 
     return cast(F, wrapper)
 
@@ -118,8 +205,15 @@ def _log(method: str, start: float, **fields: Any) -> None:
 class Counted:
     """Wraps a RecordBatchReader to count rows and bytes, and logs when the stream ends."""
 
-    def __init__(self, reader: pa.RecordBatchReader, method: str, **fields: Any) -> None:
+    def __init__(
+        self,
+        reader: pa.RecordBatchReader,
+        method: str,
+        places: tuple[str, ...] = (),
+        **fields: Any,
+    ) -> None:
         self.reader = reader
+        self.places = places  # see server_places
         self.method = method
         self.fields = fields
         self.rows = 0
@@ -140,9 +234,12 @@ class Counted:
         except GeneratorExit:
             code = "cancelled"
             raise
-        except FlightlakeError as exc:  # raised mid-stream: past the handler's decorator
+        except Exception as exc:  # raised mid-stream: past the handler's decorator
             code = observe.error_code(exc)
-            raise to_flight_error(exc) from None
+            if isinstance(exc, FlightlakeError | pa.ArrowException):
+                raise to_flight_error(exc, self.places) from None
+            log.exception("internal error in %s", self.method)
+            raise flight.FlightInternalError(f"internal error: {type(exc).__name__}") from None
         except BaseException as exc:
             code = observe.error_code(exc)
             raise
@@ -172,9 +269,14 @@ class FlightServer(flight.FlightServerBase):
         self, lake: Lake, location: str, auth: Authenticator | None = None, **kwargs: Any
     ) -> None:
         self.lake = lake
+        self.places = server_places(lake)  # redacted from every error message
         self.auth = auth if auth is not None else Authenticator.from_settings(lake.settings)
         kwargs = flight_auth.server_options(self.auth, kwargs)
         observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
+        # pyarrow formats a failed call's Python exception into the message clients read,
+        # frames and file paths included, unless tracebacklimit is 0 (see _ToldOnce). The
+        # log keeps full tracebacks: observe's formatters pass their own limit.
+        sys.tracebacklimit = 0
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
         self.pending = PendingResults()  # results started by GetFlightInfo for their DoGet
@@ -236,7 +338,7 @@ class FlightServer(flight.FlightServerBase):
         reader = self.pending.claim(pending, context.is_cancelled) or self.lake.query(
             sql, cancelled=context.is_cancelled
         )
-        counted = Counted(reader, "do_get", sql=sql[:200])
+        counted = Counted(reader, "do_get", self.places, sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
     @flight_errors
