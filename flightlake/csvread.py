@@ -1,0 +1,657 @@
+"""CSV bytes → typed record batches, with the file's values exactly (DESIGN.md "Fidelity").
+
+The rules, and how they are kept:
+
+- Nulls: only an empty unquoted field is NULL; ``NA``, ``N/A``, ``null``, ``None``, ``nan``,
+  ``#N/A`` and every other text are data, and a quoted empty field is the empty string
+  (``ConvertOptions(null_values=[""], quoted_strings_can_be_null=False)``).
+- Booleans are the words ``true``/``false`` (any of True, TRUE, ...); ``1`` and ``0`` are numbers.
+- ``NaN``, ``inf``, ``-inf`` (and the spellings pyarrow's float parser accepts: ``nan``,
+  ``Infinity``, ``-Inf``...) in a float column are those floats.
+- Types equal what inspecting the whole file gives: each column gets the first type of
+  ``ORDER`` that accepts every one of its values (pyarrow's own inference order), so a
+  1 MiB sample only guides the first attempt. A later value that contradicts a column's type
+  makes the column wider and the file is read again (see ``_wider``), so the result does not
+  depend on where a value sits.
+- Integers keep every digit: a column whose integers do not all fit int64 is
+  ``decimal128(38, 0)``; with more than 38 digits, or mixed with fractions, it is a string.
+  A float column holding an integer a double cannot represent exactly is a string.
+  Numbers with leading zeros (``007``, ``-01.5``) make their column a string, so they stay.
+  A column with no value at all is a string.
+- The file is read by ONE pyarrow reader from start to end, so quotes mean exactly what
+  pyarrow makes of them (a ``"`` inside an unquoted field is data). pyarrow's reader reads
+  ahead without a byte bound, so ``_Source`` holds its reads back until the consumer has
+  taken the batches (memory stays bounded), and never ends a read block with a CR: pyarrow
+  drops the LF of a quoted CR LF whose CR ends a block (apache/arrow#51368).
+- Another encoding is refused naming it: a UTF-16 / UTF-32 byte order mark, or NUL bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import mmap
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from flightlake.admission import check_free_disk
+from flightlake.catalog import NewObjects
+from flightlake.errors import Conflict, InvalidInput
+
+log = logging.getLogger("flightlake.ingest")
+
+SAMPLE_BYTES = 1 << 20  # the first block: the types of the first attempt
+BLOCK_BYTES = 1 << 20  # CSV read block
+MAX_BLOCK_BYTES = 256 << 20  # a record must fit in a block: blocks grow up to this for huge rows
+SPOOL_CHECK_BYTES = 8 << 20  # free disk space is checked whenever this much more is spooled
+READ_AHEAD_BYTES = 16 << 20  # how far pyarrow may read ahead of the batches taken (>= 2 blocks)
+READ_AHEAD_WAIT_S = 1.0  # a held-back read proceeds after this long (no deadlock, ever)
+
+NULL_VALUES = [""]
+TRUE_VALUES = ["true", "True", "TRUE"]
+FALSE_VALUES = ["false", "False", "FALSE"]
+BIG_INTEGER = pa.decimal128(38, 0)
+# pyarrow's inference order (arrow/csv/inference_internal.h), with zoned timestamps after
+# naive ones: a column is the first of these that accepts all its values.
+ORDER: tuple[pa.DataType, ...] = (
+    pa.null(),
+    pa.int64(),
+    pa.bool_(),
+    pa.float64(),
+    pa.date32(),
+    pa.time32("s"),
+    pa.timestamp("s"),
+    pa.timestamp("ns"),
+    pa.timestamp("s", tz="UTC"),
+    pa.timestamp("ns", tz="UTC"),
+    pa.string(),
+)
+BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+    (b"\xff\xfe", "UTF-16 (little-endian)"),
+    (b"\xfe\xff", "UTF-16 (big-endian)"),
+)
+# a field that starts like a zero-padded number or an integer of 16+ digits (RE2, bytes)
+_SUSPECT = r'(?:^|[,\r\n"])[ \t]*[+-]?(?:0[0-9]|[0-9]{16})'
+_LEADING_ZERO = r"^[ \t]*[+-]?0[0-9]"
+_LONG_INTEGER = r"^[ \t]*[+-]?[0-9]{16,}[ \t]*$"
+_INTEGER = r"^[ \t]*[+-]?[0-9]{1,38}[ \t]*$"
+_CONVERSION_RE = re.compile(
+    r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): "
+    r"invalid value '(.*)'",
+    re.S,
+)
+_DECIMAL_RE = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?.*(?:Decimal|decimal)", re.S)
+_QUOTED_FIELD = re.compile(rb'"[^"]*(?:""[^"]*)*"')
+
+
+class Sink(Protocol):
+    """Where batches go: ingest.ParquetSink."""
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+    def close(self) -> NewObjects: ...
+    def abort(self) -> None: ...
+
+
+@contextlib.contextmanager
+def spool(
+    chunks: Iterable[bytes | memoryview],
+    spool_dir: str = "",
+    min_free_bytes: int = 0,
+    suffix: str = ".csv",
+) -> Iterator[tuple[Path, int]]:
+    """Write a byte stream to a local temp file; yield (path, size); delete it afterwards.
+
+    Raises ResourceExhausted (naming the spool disk, not its path) before a write would
+    leave less than ``min_free_bytes`` free on the spool's volume (0: no check); the partial
+    spool file is deleted.
+    """
+    fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=suffix, dir=spool_dir or None)
+    path = Path(name)
+    size = 0
+    unchecked = SPOOL_CHECK_BYTES  # check before the first write, then every few MiB
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
+                unchecked += n
+                if min_free_bytes and unchecked >= SPOOL_CHECK_BYTES:
+                    check_free_disk(
+                        str(path.parent),
+                        min_free_bytes + unchecked,
+                        "ingest spool disk",
+                        "min_free_spool_bytes",
+                        floor=min_free_bytes,
+                    )
+                    unchecked = 0
+                fh.write(chunk)
+                size += n
+        yield path, size
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def convert_options(
+    types: dict[str, pa.DataType] | None = None, columns: list[str] | None = None
+) -> pacsv.ConvertOptions:
+    """The fidelity rules as pyarrow options (only an empty unquoted field is NULL)."""
+    return pacsv.ConvertOptions(
+        column_types=types or {},
+        include_columns=columns or [],
+        null_values=NULL_VALUES,
+        true_values=TRUE_VALUES,
+        false_values=FALSE_VALUES,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+
+
+class _RowError:
+    """Remembers the first malformed row pyarrow reports, to put its line in the message."""
+
+    def __init__(self) -> None:
+        self.message = ""
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        if not self.message:
+            where = f"line {row.number}" if row.number is not None else "a row"
+            self.message = (
+                f"{where} has {row.actual_columns} fields, the header has "
+                f"{row.expected_columns}: {row.text[:120]!r}"
+            )
+        return "error"
+
+
+def _parse_options(handler: _RowError) -> pacsv.ParseOptions:
+    return pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler)
+
+
+class _Source(io.RawIOBase):
+    """The spooled file as pyarrow reads it, one read per block.
+
+    - Reads wait (up to READ_AHEAD_WAIT_S) while pyarrow is more than READ_AHEAD_BYTES
+      ahead of the batches taken (``taken()``): pyarrow's own read-ahead has no byte bound.
+    - A read never ends with a CR while bytes follow (apache/arrow#51368).
+    - NUL bytes are refused (another encoding); quotes are counted (parity at the end);
+      fields that look zero-padded or like long integers set ``suspect``.
+    """
+
+    def __init__(self, path: Path, block: int, scan: bool = True) -> None:
+        super().__init__()
+        self._fh = path.open("rb")
+        self._block = block
+        self._ahead = max(READ_AHEAD_BYTES, 2 * block)
+        self._scan = scan
+        self._cv = threading.Condition()
+        self._taken = 0
+        self.pos = 0
+        self.quotes = 0
+        self.suspect = False
+        self.error: InvalidInput | None = None
+        self._tail = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def taken(self) -> None:
+        """The consumer took one batch (about one block of the file)."""
+        with self._cv:
+            self._taken += 1
+            self._cv.notify_all()
+
+    def readinto(self, buffer: Any) -> int:
+        with self._cv:
+            if self.pos >= self._taken * self._block + self._ahead:
+                self._cv.wait(READ_AHEAD_WAIT_S)
+        view = memoryview(buffer)
+        n = self._fh.readinto(view)
+        if n > 1 and view[n - 1] == 0x0D and self._fh.read(1):  # a CR with bytes after it
+            self._fh.seek(-2, os.SEEK_CUR)  # give back the CR: the next block starts with it
+            n -= 1
+        chunk = view[:n]
+        if n and self._scan:
+            self._check(bytes(chunk))
+        self.pos += n
+        return n
+
+    def _check(self, chunk: bytes) -> None:
+        if self.pos == 0:
+            for bom, encoding in BOMS:
+                if chunk.startswith(bom):
+                    self.error = InvalidInput(
+                        f"CSV is {encoding} text (byte order mark found); convert it to UTF-8"
+                    )
+                    raise self.error
+        if b"\x00" in chunk:
+            self.error = InvalidInput(
+                "CSV has NUL bytes: it is not UTF-8 text (UTF-16 or UTF-32 without a byte "
+                "order mark?); convert it to UTF-8"
+            )
+            raise self.error
+        self.quotes += chunk.count(b'"')
+        if not self.suspect:
+            edge = self._tail + chunk[:24]
+            self.suspect = _matches(edge) or _matches(chunk)
+            self._tail = chunk[-24:]
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _matches(data: bytes) -> bool:
+    """Does RE2 find _SUSPECT in ``data`` (no copy, GIL released)."""
+    buf = pa.py_buffer(data)
+    offsets = pa.py_buffer(memoryview(bytes(4) + len(data).to_bytes(4, "little")))
+    arr = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, buf])
+    return bool(pc.match_substring_regex(arr, _SUSPECT)[0].as_py())
+
+
+def infer_csv_schema(path: Path, size: int) -> pa.Schema:
+    """The types of a first attempt, from the header and a sample (the first block).
+
+    Columns may come back as ``null`` (no value in the sample): reading widens them.
+    Raises InvalidInput for an empty file, another encoding, bad column names or a sample
+    that is not CSV."""
+    if size == 0:
+        raise InvalidInput("CSV is empty: no header line")
+    handler = _RowError()
+    block = SAMPLE_BYTES
+    while True:
+        read = pacsv.ReadOptions(block_size=block, use_threads=False)
+        source = _Source(path, block)
+        try:
+            with pacsv.open_csv(
+                source,
+                read_options=read,
+                parse_options=_parse_options(handler),
+                convert_options=convert_options(),
+            ) as reader:
+                inferred = reader.schema
+            break
+        except (pa.ArrowInvalid, pa.ArrowTypeError, InvalidInput) as exc:
+            if source.error is not None:
+                raise source.error from None
+            if not _too_big_for_block(exc) or block >= MAX_BLOCK_BYTES:
+                raise _csv_error(exc, handler) from exc
+            block *= 8
+        finally:
+            source.close()
+    check_columns(inferred.names)
+    for f in inferred:
+        if pa.types.is_binary(f.type):
+            raise InvalidInput(
+                f"CSV is not valid UTF-8 text: column {f.name!r} has bytes that are not UTF-8"
+            )
+    schema = pa.schema([pa.field(f.name, f.type) for f in inferred])
+    for name, kind in _text_check(path, schema, block, sample_only=True).items():
+        log.info("CSV column %r: zero-padded or long numbers; reading it as %s", name, kind)
+        schema = _set(schema, name, kind)
+    return schema
+
+
+def check_columns(names: list[str]) -> None:
+    """Reject empty and duplicate column names with a message naming them."""
+    for i, name in enumerate(names, 1):
+        if not name.strip():
+            raise InvalidInput(f"column {i} has an empty name")
+    seen: set[str] = set()
+    dups = [n for n in names if n.lower() in seen or seen.add(n.lower())]  # type: ignore[func-returns-value]
+    if dups:
+        raise InvalidInput("duplicate column names: " + ", ".join(sorted(set(dups))))
+
+
+def _too_big_for_block(exc: Exception) -> bool:
+    return "straddling object straddles two block boundaries" in str(exc)
+
+
+def _csv_error(exc: Exception, handler: _RowError) -> InvalidInput:
+    text = str(exc)
+    if handler.message:
+        return InvalidInput(f"malformed CSV: {handler.message}")
+    if "Empty CSV file" in text:
+        return InvalidInput("CSV is empty: no header line")
+    if "UTF8" in text or "utf8" in text.lower():
+        return InvalidInput(f"CSV is not valid UTF-8 text: {text}")
+    return InvalidInput(f"malformed CSV: {text}")
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def _text_check(
+    path: Path, schema: pa.Schema, block: int, sample_only: bool = False
+) -> dict[str, pa.DataType]:
+    """Numeric columns whose type would change their text, and the type that keeps it:
+    string for a zero-padded value (``007``, ``-01.5``); for a float column holding an
+    integer a double does not hold exactly, decimal128(38, 0) when every value is an
+    integer of at most 38 digits (pyarrow infers double for integers beyond int64), else
+    string. Reads only those columns, as text (the whole file, or its first block)."""
+    columns = [f.name for f in schema if _numeric(f.type)]
+    if not columns:
+        return {}
+    padded: set[str] = set()
+    inexact: set[str] = set()
+    integral = {c: pa.types.is_floating(schema.field(c).type) for c in columns}
+    for batch in _batches(
+        path,
+        pa.schema([pa.field(c, pa.string()) for c in columns]),
+        block,
+        scan=False,
+        include=columns,
+        first_only=sample_only,
+    ):
+        for name in columns:
+            if name in padded:
+                continue
+            values = batch.column(name)
+            if pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py():
+                padded.add(name)
+            elif integral[name]:
+                integral[name] = pc.all(pc.match_substring_regex(values, _INTEGER)).as_py() in (
+                    True,
+                    None,
+                )
+                if name not in inexact and _inexact(values):
+                    inexact.add(name)
+    retype: dict[str, pa.DataType] = dict.fromkeys(padded, pa.string())
+    for name in inexact - padded:
+        retype[name] = BIG_INTEGER if integral[name] else pa.string()
+    return retype
+
+
+def _inexact(values: pa.Array) -> bool:
+    """Is there an integer among ``values`` (text) that a double does not hold exactly?"""
+    longs = values.filter(pc.fill_null(pc.match_substring_regex(values, _LONG_INTEGER), False))
+    return any(int(v) != int(float(v)) for v in longs.to_pylist())
+
+
+def _batches(
+    path: Path,
+    schema: pa.Schema,
+    block: int,
+    scan: bool = True,
+    include: list[str] | None = None,
+    first_only: bool = False,
+    source_out: list[_Source] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Read the file with ``schema`` (by column name) in one pyarrow reader.
+
+    Raises _Widen (a value contradicts a type), _BiggerBlocks (a record does not fit a
+    block), Conflict (the header is not the dataset's) or InvalidInput (bad CSV)."""
+    handler = _RowError()
+    source = _Source(path, block, scan=scan)
+    if source_out is not None:
+        source_out.append(source)
+    read = pacsv.ReadOptions(block_size=block, use_threads=not first_only)
+    convert = convert_options({f.name: f.type for f in schema}, include)
+    try:
+        with pacsv.open_csv(
+            source,
+            read_options=read,
+            parse_options=_parse_options(handler),
+            convert_options=convert,
+        ) as reader:
+            if include is None and reader.schema.names != schema.names:
+                from flightlake.catalog import schema_difference
+
+                raise Conflict(
+                    "CSV header does not match the dataset: "
+                    f"{schema_difference(schema, reader.schema)}"
+                )
+            for batch in reader:
+                yield batch
+                if first_only:
+                    return
+                source.taken()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, InvalidInput) as exc:
+        if source.error is not None:
+            raise source.error from None
+        if isinstance(exc, InvalidInput):
+            raise
+        if _too_big_for_block(exc):
+            raise _BiggerBlocks() from exc
+        widen = _conversion_failure(exc, reader_schema(schema, include))
+        if widen is not None:
+            raise widen from exc
+        raise _csv_error(exc, handler) from exc
+    finally:
+        source.close()
+
+
+def reader_schema(schema: pa.Schema, include: list[str] | None) -> pa.Schema:
+    """The columns a reader produces, in file order (CSV column numbers index these)."""
+    return schema if include is None else pa.schema([schema.field(c) for c in include])
+
+
+def _unclosed_quote(path: Path) -> int | None:
+    """The line where a quoted field opens that is never closed, or None: the quote state
+    exactly as pyarrow parses (a quote opens a field only at the field's start). Only run
+    when the file's quote count is odd, so its cost (one step per quoted field) is rare."""
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
+        pos = start
+        while True:
+            q = data.find(b'"', pos)
+            if q < 0:
+                return None
+            if q == start or data[q - 1] in b",\r\n":
+                match = _QUOTED_FIELD.match(data, q)
+                if match is None:
+                    step = 8 << 20
+                    return 1 + sum(
+                        data[i : min(i + step, q)].count(b"\n") for i in range(0, q, step)
+                    )
+                pos = match.end()
+            else:
+                pos = q + 1
+
+
+class _BiggerBlocks(Exception):
+    """A record does not fit in one read block: read again with larger blocks."""
+
+
+class _Widen(Exception):
+    """A value contradicts a column's type: read again with ``column`` as ``new_type``."""
+
+    def __init__(
+        self, column: str, old_type: pa.DataType, value: str | None, row: str | None
+    ) -> None:
+        super().__init__(column)
+        self.column = column
+        self.where = f" on line {row}" if row else ""
+        self.old_type = old_type
+        self.value = value
+        self.new_type = _wider(old_type, value)
+
+
+def _conversion_failure(exc: Exception, schema: pa.Schema) -> _Widen | None:
+    text = str(exc)
+    match = _CONVERSION_RE.search(text)
+    value: str | None = None
+    if match:
+        value = match.group(4)
+    else:
+        match = _DECIMAL_RE.search(text)
+        if not match:
+            return None
+    index = int(match.group(1))
+    if index >= len(schema):
+        return None
+    f = schema.field(index)
+    if pa.types.is_string(f.type):
+        return None
+    return _Widen(f.name, f.type, value, match.group(2))
+
+
+_INTEGER_TEXT = re.compile(r"[ \t]*-?([0-9]+)[ \t]*")
+
+
+def _wider(old: pa.DataType, value: str | None) -> pa.DataType:
+    """The next type after ``old`` that accepts ``value`` (pyarrow's order), with the
+    integer rule: int64 overflow → decimal128(38, 0); beyond 38 digits, or a decimal column
+    meeting anything else → string (a double would round the big integers)."""
+    if value is None or pa.types.is_decimal(old):
+        return pa.string()
+    integer = _INTEGER_TEXT.fullmatch(value)
+    if integer and (pa.types.is_null(old) or pa.types.is_integer(old)):
+        return BIG_INTEGER if len(integer.group(1).lstrip("0")) <= 38 else pa.string()
+    if old not in ORDER:
+        return pa.string()
+    for kind in ORDER[ORDER.index(old) + 1 :]:
+        if _accepts(kind, value):
+            return kind
+    return pa.string()
+
+
+def _accepts(kind: pa.DataType, value: str) -> bool:
+    if pa.types.is_string(kind):
+        return True
+    quoted = '"' + value.replace('"', '""') + '"'
+    data = ("v\n" + quoted + "\n").encode("utf-8", "surrogateescape")
+    try:
+        pacsv.read_csv(
+            io.BytesIO(data),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=convert_options({"v": kind}),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def stored_type(kind: pa.DataType) -> pa.DataType:
+    """A column with no value at all (null) is stored as string."""
+    return pa.string() if pa.types.is_null(kind) else kind
+
+
+def ingest_csv(
+    path: Path,
+    size: int,
+    open_sink: Callable[[pa.Schema], Sink],
+    name: str,
+    target: pa.Schema | None = None,
+) -> NewObjects:
+    """Read the spooled CSV at ``path`` into the sink ``open_sink(schema)`` makes.
+
+    ``target`` fixes the types (an append): a value it cannot hold is a Conflict naming the
+    column, the value and its line. Without it the types are inferred (module docstring).
+    A sink that saw a failed attempt is aborted; only the last attempt's sink is closed."""
+    schema = target if target is not None else infer_csv_schema(path, size)
+    block = BLOCK_BYTES
+    limit = (len(ORDER) + 2) * len(schema) + 8
+    settled = True  # the first attempt writes at once: most files never contradict
+    for _attempt in range(limit):
+        try:
+            if not settled:
+                # after a contradiction: settle the types reading only the typed columns,
+                # without writing, then write once
+                _scan(path, schema, block)
+                settled = True
+            return _write(path, schema, block, open_sink, name, target is not None)
+        except _BiggerBlocks:
+            if block >= MAX_BLOCK_BYTES:
+                raise InvalidInput(
+                    f"a CSV record is larger than {MAX_BLOCK_BYTES >> 20} MiB; split the field "
+                    "or ingest it as Arrow"
+                ) from None
+            block *= 8
+            log.info(
+                "CSV has records larger than the read block; reading with %d MiB blocks",
+                block >> 20,
+            )
+        except _Widen as widen:
+            if target is not None:
+                shown = f"value {widen.value!r}" if widen.value is not None else "a value"
+                raise Conflict(
+                    f"CSV column {widen.column!r}: {shown}{widen.where} is not "
+                    f"{widen.old_type} as dataset {name!r} requires"
+                ) from None
+            log.warning(
+                "CSV column %r: value %r%s contradicts type %s; reading it as %s",
+                widen.column,
+                widen.value,
+                widen.where,
+                widen.old_type,
+                widen.new_type,
+            )
+            schema = _set(schema, widen.column, widen.new_type)
+            settled = False
+        except _Retype as retype:
+            for column, kind in retype.types.items():
+                schema = _set(schema, column, kind)
+            settled = False
+    raise InvalidInput("CSV column types did not settle")  # unreachable: types only widen
+
+
+class _Retype(Exception):
+    """Numeric columns whose text must be kept (zero-padded, or long integers in floats)."""
+
+    def __init__(self, types: dict[str, pa.DataType]) -> None:
+        super().__init__(", ".join(sorted(types)))
+        self.types = types
+
+
+def _set(schema: pa.Schema, column: str, kind: pa.DataType) -> pa.Schema:
+    return schema.set(schema.get_field_index(column), pa.field(column, kind))
+
+
+def _scan(path: Path, schema: pa.Schema, block: int) -> None:
+    """Read every typed (non-string) column once; raises _Widen on a contradiction."""
+    typed = [f.name for f in schema if not pa.types.is_string(f.type)]
+    if typed:
+        for _ in _batches(path, schema, block, include=typed):
+            pass
+
+
+def _write(
+    path: Path,
+    schema: pa.Schema,
+    block: int,
+    open_sink: Callable[[pa.Schema], Sink],
+    name: str,
+    append: bool,
+) -> NewObjects:
+    stored = pa.schema([pa.field(f.name, stored_type(f.type)) for f in schema])
+    sink = open_sink(stored)
+    try:
+        sources: list[_Source] = []
+        for batch in _batches(path, schema, block, source_out=sources):
+            sink.write(batch if stored == schema else batch.cast(stored))
+        source = sources[0]
+        if source.quotes % 2:
+            line = _unclosed_quote(path)
+            if line is not None:
+                raise InvalidInput(
+                    f"malformed CSV: a quoted field opened on line {line} is never closed"
+                )
+        if source.suspect:
+            retype = _text_check(path, schema, block)
+            if retype and append:
+                raise Conflict(
+                    f"CSV column(s) {', '.join(sorted(retype))}: zero-padded or long numbers "
+                    f"would change as the numbers dataset {name!r} requires; ingest them as text"
+                )
+            if retype:
+                log.info(
+                    "CSV columns %s: zero-padded or long numbers; reading them as %s",
+                    list(retype),
+                    list(map(str, retype.values())),
+                )
+                raise _Retype(retype)
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise
