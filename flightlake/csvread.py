@@ -200,6 +200,7 @@ class _Source(io.RawIOBase):
         self.suspect = False
         self.error: InvalidInput | None = None
         self._tail = b""
+        self._stopped = False
 
     def readable(self) -> bool:
         return True
@@ -210,10 +211,18 @@ class _Source(io.RawIOBase):
             self._taken += 1
             self._cv.notify_all()
 
+    def stop(self) -> None:
+        """The consumer is done: pending and later reads end at once (EOF)."""
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+
     def readinto(self, buffer: Any) -> int:
         with self._cv:
-            if self.pos >= self._taken * self._block + self._ahead:
+            if not self._stopped and self.pos >= self._taken * self._block + self._ahead:
                 self._cv.wait(READ_AHEAD_WAIT_S)
+            if self._stopped:
+                return 0
         view = memoryview(buffer)
         n = self._fh.readinto(view)
         if n > 1 and view[n - 1] == 0x0D and self._fh.read(1):  # a CR with bytes after it
@@ -279,6 +288,7 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
                 convert_options=convert_options(),
             ) as reader:
                 inferred = reader.schema
+                source.stop()
             break
         except (pa.ArrowInvalid, pa.ArrowTypeError, InvalidInput) as exc:
             if source.error is not None:
@@ -411,11 +421,14 @@ def _batches(
                     "CSV header does not match the dataset: "
                     f"{schema_difference(schema, reader.schema)}"
                 )
-            for batch in reader:
-                yield batch
-                if first_only:
-                    return
-                source.taken()
+            try:
+                for batch in reader:
+                    yield batch
+                    if first_only:
+                        return
+                    source.taken()
+            finally:
+                source.stop()  # before the reader closes: it may wait for a held-back read
     except (pa.ArrowInvalid, pa.ArrowTypeError, InvalidInput) as exc:
         if source.error is not None:
             raise source.error from None
@@ -423,17 +436,12 @@ def _batches(
             raise
         if _too_big_for_block(exc):
             raise _BiggerBlocks() from exc
-        widen = _conversion_failure(exc, reader_schema(schema, include))
+        widen = _conversion_failure(exc, schema)  # CSV column numbers count the file's columns
         if widen is not None:
             raise widen from exc
         raise _csv_error(exc, handler) from exc
     finally:
         source.close()
-
-
-def reader_schema(schema: pa.Schema, include: list[str] | None) -> pa.Schema:
-    """The columns a reader produces, in file order (CSV column numbers index these)."""
-    return schema if include is None else pa.schema([schema.field(c) for c in include])
 
 
 def _unclosed_quote(path: Path) -> int | None:
