@@ -89,7 +89,7 @@ _LONG_INTEGER = r"^[ \t]*[+-]?[0-9]{16,}[ \t]*$"
 _INTEGER = r"^[ \t]*[+-]?[0-9]{1,38}[ \t]*$"
 _CONVERSION_RE = re.compile(
     r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): "
-    r"invalid value '(.*)'",
+    r"(?:invalid value|[^']*) '(.*)'",
     re.S,
 )
 _DECIMAL_RE = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?.*(?:Decimal|decimal)", re.S)
