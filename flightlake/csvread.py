@@ -56,6 +56,7 @@ MAX_BLOCK_BYTES = 256 << 20  # a record must fit in a block: blocks grow up to t
 SPOOL_CHECK_BYTES = 8 << 20  # free disk space is checked whenever this much more is spooled
 READ_AHEAD_BYTES = 16 << 20  # how far pyarrow may read ahead of the batches taken (>= 2 blocks)
 READ_AHEAD_WAIT_S = 1.0  # a held-back read proceeds after this long (no deadlock, ever)
+EXACT_QUOTES = 100_000  # files with at most this many quotes get the exact EOF quote check
 
 NULL_VALUES = [""]
 TRUE_VALUES = ["true", "True", "TRUE"]
@@ -306,7 +307,7 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
             )
     schema = pa.schema([pa.field(f.name, f.type) for f in inferred])
     for name, kind in _text_check(path, schema, block, sample_only=True).items():
-        log.info("CSV column %r: zero-padded or long numbers; reading it as %s", name, kind)
+        log.info("CSV column %r: leading zeros or long integers; reading it as %s", name, kind)
         schema = _set(schema, name, kind)
     return schema
 
@@ -446,8 +447,11 @@ def _batches(
 
 def _unclosed_quote(path: Path) -> int | None:
     """The line where a quoted field opens that is never closed, or None: the quote state
-    exactly as pyarrow parses (a quote opens a field only at the field's start). Only run
-    when the file's quote count is odd, so its cost (one step per quoted field) is rare."""
+    exactly as pyarrow parses (a quote opens a field only at the field's start); pyarrow
+    itself takes the rest of the file as that field's value, silently. One Python step per
+    quoted field: run when the file's quote count is odd (a field is surely open, or a
+    stray quote hides it) or small (EXACT_QUOTES); a file with many quotes, an even count,
+    a stray quote AND a field left open at its end is the one case not caught."""
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
         start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
         pos = start
@@ -633,14 +637,17 @@ def _write(
     append: bool,
 ) -> NewObjects:
     stored = pa.schema([pa.field(f.name, stored_type(f.type)) for f in schema])
+    for f in schema:
+        if pa.types.is_null(f.type):
+            log.info("CSV column %r: no values in the file; storing it as string", f.name)
     sink = open_sink(stored)
     try:
         sources: list[_Source] = []
         for batch in _batches(path, schema, block, source_out=sources):
             sink.write(batch if stored == schema else batch.cast(stored))
         source = sources[0]
-        if source.quotes % 2:
-            line = _unclosed_quote(path)
+        if source.quotes % 2 or source.quotes <= EXACT_QUOTES:
+            line = _unclosed_quote(path) if source.quotes else None
             if line is not None:
                 raise InvalidInput(
                     f"malformed CSV: a quoted field opened on line {line} is never closed"
@@ -654,7 +661,7 @@ def _write(
                 )
             if retype:
                 log.info(
-                    "CSV columns %s: zero-padded or long numbers; reading them as %s",
+                    "CSV columns %s: leading zeros or long integers; reading them as %s",
                     list(retype),
                     list(map(str, retype.values())),
                 )

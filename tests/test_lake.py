@@ -74,7 +74,7 @@ def test_ambiguous_columns_become_strings(lake: Lake, caplog: pytest.LogCaptureF
     assert str(schema.field("empty").type) == "string"
     assert rows(lake, "SELECT zip FROM zips ORDER BY zip") == [{"zip": "01234"}, {"zip": "60601"}]
     assert "leading zeros" in caplog.text
-    assert "no values in the sample" in caplog.text
+    assert "no values in the file" in caplog.text
 
 
 def test_bom_crlf_and_quoted_newlines(lake: Lake) -> None:
