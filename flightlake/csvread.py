@@ -84,7 +84,7 @@ BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
     (b"\xfe\xff", "UTF-16 (big-endian)"),
 )
 # a field that starts like a zero-padded number or an integer of 16+ digits (RE2, bytes)
-_SUSPECT = r'(?:^|[,\r\n"])[ \t]*[+-]?(?:0[0-9]|[0-9]{16})'
+_SUSPECT = r'[,\r\n"][ \t]*[+-]?(?:0[0-9]|[0-9]{16})'  # the file's start: a "\n" is put first'
 _LEADING_ZERO = r"^[ \t]*[+-]?0[0-9]"
 _LONG_INTEGER = r"^[ \t]*[+-]?[0-9]{16,}[ \t]*$"
 _INTEGER = r"^[ \t]*[+-]?[0-9]{1,38}[ \t]*$"
@@ -251,9 +251,9 @@ class _Source(io.RawIOBase):
             raise self.error
         self.quotes += chunk.count(b'"')
         if not self.suspect:
-            edge = self._tail + chunk[:24]
+            edge = (self._tail if self.pos else b"\n") + chunk[:64]
             self.suspect = _matches(edge) or _matches(chunk)
-            self._tail = chunk[-24:]
+            self._tail = chunk[-64:]
 
     def close(self) -> None:
         self._fh.close()
@@ -346,15 +346,17 @@ def _text_check(
     path: Path, schema: pa.Schema, block: int, sample_only: bool = False
 ) -> dict[str, pa.DataType]:
     """Numeric columns whose type would change their text, and the type that keeps it:
-    string for a zero-padded value (``007``, ``-01.5``); for a float column holding an
-    integer a double does not hold exactly, decimal128(38, 0) when every value is an
-    integer of at most 38 digits (pyarrow infers double for integers beyond int64), else
-    string. Reads only those columns, as text (the whole file, or its first block)."""
+    string for a zero-padded value (``007``, ``-01.5``); for a float column: decimal128(38, 0)
+    when every value is an integer of at most 38 digits and some are beyond int64 (pyarrow
+    infers double for those), else string when an integer is beyond int64 or a double does
+    not hold it exactly. Reads only those columns, as text (the whole file, or its first
+    block)."""
     columns = [f.name for f in schema if _numeric(f.type)]
     if not columns:
         return {}
     padded: set[str] = set()
-    inexact: set[str] = set()
+    inexact: set[str] = set()  # an integer a double does not hold exactly
+    beyond: set[str] = set()  # an integer beyond int64
     integral = {c: pa.types.is_floating(schema.field(c).type) for c in columns}
     for batch in _batches(
         path,
@@ -370,23 +372,25 @@ def _text_check(
             values = batch.column(name)
             if pc.any(pc.match_substring_regex(values, _LEADING_ZERO)).as_py():
                 padded.add(name)
-            elif integral[name]:
-                integral[name] = pc.all(pc.match_substring_regex(values, _INTEGER)).as_py() in (
-                    True,
-                    None,
-                )
-                if name not in inexact and _inexact(values):
-                    inexact.add(name)
+            elif pa.types.is_floating(schema.field(name).type):
+                if integral[name]:
+                    every = pc.all(pc.match_substring_regex(values, _INTEGER)).as_py()
+                    integral[name] = every in (True, None)
+                for number in _long_integers(values):
+                    if int(float(number)) != number:
+                        inexact.add(name)
+                    if not -(2**63) <= number < 2**63:
+                        beyond.add(name)
     retype: dict[str, pa.DataType] = dict.fromkeys(padded, pa.string())
-    for name in inexact - padded:
-        retype[name] = BIG_INTEGER if integral[name] else pa.string()
+    for name in (inexact | beyond) - padded:
+        retype[name] = BIG_INTEGER if integral[name] and name in beyond else pa.string()
     return retype
 
 
-def _inexact(values: pa.Array) -> bool:
-    """Is there an integer among ``values`` (text) that a double does not hold exactly?"""
+def _long_integers(values: pa.Array) -> list[int]:
+    """The integers of 16 digits or more among ``values`` (text)."""
     longs = values.filter(pc.fill_null(pc.match_substring_regex(values, _LONG_INTEGER), False))
-    return any(int(v) != int(float(v)) for v in longs.to_pylist())
+    return [int(v) for v in longs.to_pylist()]
 
 
 def _batches(
@@ -508,23 +512,27 @@ def _conversion_failure(exc: Exception, schema: pa.Schema) -> _Widen | None:
     return _Widen(f.name, f.type, value, match.group(2))
 
 
-_INTEGER_TEXT = re.compile(r"[ \t]*-?([0-9]+)[ \t]*")
+_INTEGER_TEXT = re.compile(r"[ \t]*[+-]?([0-9]+)[ \t]*")
 
 
 def _wider(old: pa.DataType, value: str | None) -> pa.DataType:
     """The next type after ``old`` that accepts ``value`` (pyarrow's order), with the
-    integer rule: int64 overflow → decimal128(38, 0); beyond 38 digits, or a decimal column
-    meeting anything else → string (a double would round the big integers)."""
+    integer rule: an integer beyond int64 → decimal128(38, 0); beyond 38 digits, or a decimal
+    column meeting anything else → string (a double would round the big integers)."""
     if value is None or pa.types.is_decimal(old):
         return pa.string()
     integer = _INTEGER_TEXT.fullmatch(value)
-    if integer and (pa.types.is_null(old) or pa.types.is_integer(old)):
-        return BIG_INTEGER if len(integer.group(1).lstrip("0")) <= 38 else pa.string()
+    overflow = integer is not None and not -(2**63) <= int(value) < 2**63
+    big = BIG_INTEGER if integer and len(integer.group(1).lstrip("0")) <= 38 else pa.string()
+    if overflow and pa.types.is_integer(old):
+        return big
     if old not in ORDER:
         return pa.string()
     for kind in ORDER[ORDER.index(old) + 1 :]:
         if _accepts(kind, value):
             return kind
+        if overflow and pa.types.is_integer(kind):
+            return big
     return pa.string()
 
 

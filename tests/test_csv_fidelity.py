@@ -180,9 +180,10 @@ BIG_CASES = [
     (["-" + "9" * 38, "0"], pa.decimal128(38, 0)),
     (["1", "9" * 39], pa.string()),
     (["1.5", str(I64 + 1)], pa.string()),  # a double would round the integer
-    (["1.5", str(I64)], pa.float64()),  # 2**63 is a double exactly
+    (["1.5", str(I64)], pa.string()),  # beyond int64 and mixed with fractions
     (["1.5", "9007199254740993"], pa.string()),  # 2**53 + 1: not a double
     (["1.5", "9007199254740992"], pa.float64()),  # 2**53: a double holds it exactly
+    (["+5", "6"], pa.float64()),  # pyarrow's int64 parser refuses "+5"; a double is exact
 ]
 
 
@@ -240,6 +241,70 @@ def test_leading_zeros_stay(
     assert table.schema.field("code").type == kind
     if kind == pa.string():
         assert table.column("code").to_pylist() == column
+
+
+@pytest.mark.parametrize(
+    ("late", "kind"),
+    [
+        (["12", "-3"], pa.int64()),
+        (["007", "1"], pa.string()),
+        ([str(I64), "1"], pa.decimal128(38, 0)),
+        (["9" * 39], pa.string()),
+        (["1.5", "nan"], pa.float64()),
+        (["2024-01-01", "2024-01-02 10:00:00"], pa.timestamp("s")),
+        (["true", "FALSE"], pa.bool_()),
+        (["NA"], pa.string()),
+    ],
+)
+def test_a_column_empty_in_the_sample_takes_its_type_from_later_values(
+    tmp_path: Path, late: list[str], kind: pa.DataType, monkeypatch
+) -> None:
+    monkeypatch.setattr(csvread, "SAMPLE_BYTES", 4096)
+    body = "id,x\n" + "".join(f"{i},\n" for i in range(3000))
+    body += "".join(f"{3000 + i},{v}\n" for i, v in enumerate(late))
+    lake = Lake(make_settings(str(tmp_path / "lake")))
+    try:
+        lake.ingest_csv("late", [body.encode()])
+        stored = lake.catalog.find("late")
+        assert stored is not None
+        assert stored.schema.field("x").type == kind
+        got = lake.query("SELECT x FROM late WHERE x IS NOT NULL ORDER BY id").read_all()
+        if kind in (pa.string(), pa.decimal128(38, 0)):
+            assert [str(v) for v in got.column("x").to_pylist()] == late
+    finally:
+        lake.close()
+
+
+def test_zero_padded_number_straddling_a_block_edge_is_seen(tmp_path: Path, monkeypatch) -> None:
+    """The raw-byte scan that decides whether numbers' text must be checked sees a value
+    cut by a read block edge, and does not fire on dates cut by one."""
+    block = 4096
+    monkeypatch.setattr(csvread, "BLOCK_BYTES", block)
+    monkeypatch.setattr(csvread, "SAMPLE_BYTES", block)
+    dates = b"n,d\n" + b"".join(b"%d,2021-01-06\n" % (i % 7) for i in range(3000))
+    path = tmp_path / "d.csv"
+    path.write_bytes(dates)
+    schema = pa.schema([("n", pa.int64()), ("d", pa.date32())])
+    sources: list = []
+    for _ in csvread._batches(path, schema, block, source_out=sources):
+        pass
+    assert not sources[0].suspect
+    lake = Lake(make_settings(str(tmp_path / "lake")))
+    try:
+        for shift in range(-4, 4):
+            head = b"n,d,t\n" + b"5,2021-01-06,a\n" * 300
+            pad = 2 * block + shift - len(head) - len(b"5,2021-01-06,\n")
+            body = head + b"5,2021-01-06," + b"a" * pad + b"\n"
+            assert len(body) == 2 * block + shift
+            body += b"007,2021-01-07,b\n" + b"6,2021-01-08,c\n" * 10
+            lake.ingest_csv("edge0", [body], mode="overwrite")
+            stored = lake.catalog.find("edge0")
+            assert stored is not None
+            assert stored.schema.field("n").type == pa.string(), shift
+            got = lake.query("SELECT n FROM edge0 WHERE t = 'b'").read_all().to_pylist()
+            assert got == [{"n": "007"}], shift
+    finally:
+        lake.close()
 
 
 # -- 4. the type does not depend on where a value sits ----------------------------------------
@@ -303,10 +368,12 @@ def expected_table(body: bytes) -> tuple[pa.Schema, list[dict]]:
         ):
             kind = pa.string()  # fmt: skip
         elif pa.types.is_floating(kind):
-            ints = [v for v in column if v.strip(" \t").lstrip("+-").isdigit()]
-            if any(int(v) != int(float(v)) for v in ints):
-                fits = len(ints) == len(column) and all(len(v.strip(" \t+-")) <= 38 for v in ints)
-                kind = pa.decimal128(38, 0) if fits else pa.string()
+            ints = [int(v) for v in column if v.strip(" \t").lstrip("+-").isdigit()]
+            beyond = any(not -(2**63) <= v < 2**63 for v in ints)
+            if beyond and len(ints) == len(column) and all(len(str(abs(v))) <= 38 for v in ints):
+                kind = pa.decimal128(38, 0)  # integers only, some beyond int64
+            elif beyond or any(int(float(v)) != v for v in ints):
+                kind = pa.string()  # a double would not hold them
         fields.append(pa.field(f.name, kind))
     schema = pa.schema(fields)
     out = []
@@ -357,6 +424,34 @@ def test_generated_files_match_a_whole_file_reading(tmp_path: Path, monkeypatch)
             assert stored.schema.types == schema.types, (seed, stored.schema, schema)
             got = lake.query(f"SELECT * FROM {name}").read_all()
             assert _same(got.to_pylist(), want), seed
+    finally:
+        lake.close()
+
+
+KIND_SAMPLES = [
+    "5", str(I64), "1.5", "true", "2024-01-01", "10:00:00", "2024-01-01 10:00:00",
+    "2024-01-01 10:00:00.5", "2024-01-01T10:00:00Z", "2024-01-01T10:00:00.5Z", "x", "007",
+    "nan", "-0",
+]  # fmt: skip
+
+
+def test_every_pair_of_kinds_widens_to_the_whole_file_type(tmp_path: Path, monkeypatch) -> None:
+    """A column of one kind with one value of another kind past the sample: the stored type
+    and values equal the whole-file reading, for every ordered pair."""
+    monkeypatch.setattr(csvread, "SAMPLE_BYTES", 2048)
+    monkeypatch.setattr(csvread, "BLOCK_BYTES", 4096)
+    lake = Lake(make_settings(str(tmp_path / "lake")))
+    try:
+        for a_index, a in enumerate(KIND_SAMPLES):
+            for b in KIND_SAMPLES:
+                body = ("i,v\n" + "".join(f"{i},{a}\n" for i in range(600)) + f"600,{b}\n").encode()
+                schema, want = expected_table(body)
+                lake.ingest_csv("pair", [body], mode="overwrite")
+                stored = lake.catalog.find("pair")
+                assert stored is not None
+                assert stored.schema.field("v").type == schema.field("v").type, (a, b)
+                got = lake.query("SELECT * FROM pair ORDER BY i").read_all().to_pylist()
+                assert _same(got, want), (a_index, a, b)
     finally:
         lake.close()
 
