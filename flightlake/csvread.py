@@ -202,6 +202,8 @@ class _Source(io.RawIOBase):
         self.error: InvalidInput | None = None
         self._tail = b""
         self._stopped = False
+        self.held = 0  # reads held back
+        self.timeouts = 0  # ...that went ahead after READ_AHEAD_WAIT_S
 
     def readable(self) -> bool:
         return True
@@ -221,7 +223,9 @@ class _Source(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         with self._cv:
             if not self._stopped and self.pos >= self._taken * self._block + self._ahead:
-                self._cv.wait(READ_AHEAD_WAIT_S)
+                self.held += 1
+                if not self._cv.wait(READ_AHEAD_WAIT_S):
+                    self.timeouts += 1  # the consumer is slow (or stuck): read one more block
             if self._stopped:
                 return 0
         view = memoryview(buffer)
