@@ -33,6 +33,7 @@ import io
 import logging
 import mmap
 import os
+import queue
 import re
 import tempfile
 import threading
@@ -116,14 +117,16 @@ def spool(
 
     Raises ResourceExhausted (naming the spool disk, not its path) before a write would
     leave less than ``min_free_bytes`` free on the spool's volume (0: no check); the partial
-    spool file is deleted.
+    spool file is deleted. A ``.csv`` spool's bytes are scanned (ByteScan) as they are
+    written, and ingest_csv of this path uses that scan instead of scanning while it parses.
     """
     fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=suffix, dir=spool_dir or None)
     path = Path(name)
     size = 0
     unchecked = SPOOL_CHECK_BYTES  # check before the first write, then every few MiB
+    scan = ByteScan() if suffix == ".csv" else None  # while the upload comes in
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh, _Background(scan.feed if scan else None) as feed:
             for chunk in chunks:
                 n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
                 unchecked += n
@@ -138,9 +141,50 @@ def spool(
                     unchecked = 0
                 fh.write(chunk)
                 size += n
+                if scan is not None:
+                    feed(bytes(chunk))
+        if scan is not None:
+            scan.finish()
+            with _SPOOLED_LOCK:
+                _SPOOLED[name] = scan
         yield path, size
     finally:
+        with _SPOOLED_LOCK:
+            _SPOOLED.pop(name, None)
         path.unlink(missing_ok=True)
+
+
+class _Background:
+    """Calls ``work(item)`` for each item given, in order, on a thread of its own (RE2 and
+    file writes release the GIL, so a scan overlaps the upload); at most ``depth`` items
+    wait. Leaving the block waits for the work; an exception in it is re-raised there."""
+
+    def __init__(self, work: Callable[[bytes], None] | None, depth: int = 8) -> None:
+        self._work = work
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._thread = threading.Thread(target=self._run, name="csv-scan", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None and self._work is not None:
+                try:
+                    self._work(item)
+                except BaseException as exc:  # handed to the caller in __exit__
+                    self._error = exc
+
+    def __enter__(self) -> Callable[[bytes], None]:
+        if self._work is not None:
+            self._thread.start()
+        return self._queue.put
+
+    def __exit__(self, *exc: object) -> None:
+        if self._work is None:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
 
 
 def convert_options(
@@ -178,14 +222,66 @@ def _parse_options(handler: _RowError) -> pacsv.ParseOptions:
     return pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=handler)
 
 
+class ByteScan:
+    """Facts about a CSV's raw bytes, gathered chunk by chunk in one pass at memchr/RE2
+    speed: the encoding (a UTF-16/UTF-32 byte order mark or NUL bytes make ``error``), the
+    number of ``"`` characters, and ``suspect``: a field starts like a zero-padded number
+    or a 16-digit integer, so numeric columns' text must be checked."""
+
+    def __init__(self) -> None:
+        self.quotes = 0
+        self.suspect = False
+        self.error: InvalidInput | None = None
+        self._head = b""  # the first bytes, until a byte order mark can be told
+        self._tail = b"\n"  # the stream's last bytes (a field starts at the stream's start)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.error is not None or not chunk:
+            return
+        if len(self._head) < 4:
+            self._head += chunk[: 4 - len(self._head)]
+            if len(self._head) == 4:
+                self._check_bom()
+            if self.error is not None:
+                return
+        if b"\x00" in chunk:
+            self.error = InvalidInput(
+                "CSV has NUL bytes: it is not UTF-8 text (UTF-16 or UTF-32 without a byte "
+                "order mark?); convert it to UTF-8"
+            )
+            return
+        self.quotes += chunk.count(b'"')
+        if not self.suspect:
+            self.suspect = _matches(self._tail + chunk[:64]) or _matches(chunk)
+            self._tail = (self._tail + chunk[-64:])[-64:]
+
+    def finish(self) -> None:
+        """The stream ended (a file shorter than 4 bytes may still hold a byte order mark)."""
+        if self.error is None and len(self._head) < 4:
+            self._check_bom()
+
+    def _check_bom(self) -> None:
+        for bom, encoding in BOMS:
+            if self._head.startswith(bom):
+                self.error = InvalidInput(
+                    f"CSV is {encoding} text (byte order mark found); convert it to UTF-8"
+                )
+                return
+
+
+# spooled files and what their bytes showed while spooling (spool() adds, removes)
+_SPOOLED: dict[str, ByteScan] = {}
+_SPOOLED_LOCK = threading.Lock()
+
+
 class _Source(io.RawIOBase):
     """The spooled file as pyarrow reads it, one read per block.
 
     - Reads wait (up to READ_AHEAD_WAIT_S) while pyarrow is more than READ_AHEAD_BYTES
       ahead of the batches taken (``taken()``): pyarrow's own read-ahead has no byte bound.
     - A read never ends with a CR while bytes follow (apache/arrow#51368).
-    - NUL bytes are refused (another encoding); quotes are counted (parity at the end);
-      fields that look zero-padded or like long integers set ``suspect``.
+    - With ``scan``, its bytes go through a ByteScan (``bytes``): another encoding is
+      refused as soon as it is seen.
     """
 
     def __init__(self, path: Path, block: int, scan: bool = True) -> None:
@@ -197,10 +293,7 @@ class _Source(io.RawIOBase):
         self._cv = threading.Condition()
         self._taken = 0
         self.pos = 0
-        self.quotes = 0
-        self.suspect = False
-        self.error: InvalidInput | None = None
-        self._tail = b""
+        self.bytes = ByteScan()
         self._stopped = False
         self.held = 0  # reads held back
         self.timeouts = 0  # ...that went ahead after READ_AHEAD_WAIT_S
@@ -234,30 +327,15 @@ class _Source(io.RawIOBase):
             self._fh.seek(-2, os.SEEK_CUR)  # give back the CR: the next block starts with it
             n -= 1
         chunk = view[:n]
-        if n and self._scan:
-            self._check(bytes(chunk))
+        if self._scan:
+            if n:
+                self.bytes.feed(bytes(chunk))
+            else:
+                self.bytes.finish()
+            if self.bytes.error is not None:
+                raise self.bytes.error
         self.pos += n
         return n
-
-    def _check(self, chunk: bytes) -> None:
-        if self.pos == 0:
-            for bom, encoding in BOMS:
-                if chunk.startswith(bom):
-                    self.error = InvalidInput(
-                        f"CSV is {encoding} text (byte order mark found); convert it to UTF-8"
-                    )
-                    raise self.error
-        if b"\x00" in chunk:
-            self.error = InvalidInput(
-                "CSV has NUL bytes: it is not UTF-8 text (UTF-16 or UTF-32 without a byte "
-                "order mark?); convert it to UTF-8"
-            )
-            raise self.error
-        self.quotes += chunk.count(b'"')
-        if not self.suspect:
-            edge = (self._tail if self.pos else b"\n") + chunk[:64]
-            self.suspect = _matches(edge) or _matches(chunk)
-            self._tail = chunk[-64:]
 
     def close(self) -> None:
         self._fh.close()
@@ -296,8 +374,8 @@ def infer_csv_schema(path: Path, size: int) -> pa.Schema:
                 source.stop()
             break
         except (pa.ArrowInvalid, pa.ArrowTypeError, InvalidInput) as exc:
-            if source.error is not None:
-                raise source.error from None
+            if source.bytes.error is not None:
+                raise source.bytes.error from None
             if not _too_big_for_block(exc) or block >= MAX_BLOCK_BYTES:
                 raise _csv_error(exc, handler) from exc
             block *= 8
@@ -439,8 +517,8 @@ def _batches(
             finally:
                 source.stop()  # before the reader closes: it may wait for a held-back read
     except (pa.ArrowInvalid, pa.ArrowTypeError, InvalidInput) as exc:
-        if source.error is not None:
-            raise source.error from None
+        if source.bytes.error is not None:
+            raise source.bytes.error from None
         if isinstance(exc, InvalidInput):
             raise
         if _too_big_for_block(exc):
@@ -573,6 +651,10 @@ def ingest_csv(
     ``target`` fixes the types (an append): a value it cannot hold is a Conflict naming the
     column, the value and its line. Without it the types are inferred (module docstring).
     A sink that saw a failed attempt is aborted; only the last attempt's sink is closed."""
+    with _SPOOLED_LOCK:
+        scanned = _SPOOLED.get(str(path))
+    if scanned is not None and scanned.error is not None:
+        raise scanned.error
     schema = target if target is not None else infer_csv_schema(path, size)
     block = BLOCK_BYTES
     limit = (len(ORDER) + 2) * len(schema) + 8
@@ -584,7 +666,7 @@ def ingest_csv(
                 # without writing, then write once
                 _scan(path, schema, block)
                 settled = True
-            return _write(path, schema, block, open_sink, name, target is not None)
+            return _write(path, schema, block, open_sink, name, target is not None, scanned)
         except _BiggerBlocks:
             if block >= MAX_BLOCK_BYTES:
                 raise InvalidInput(
@@ -636,7 +718,7 @@ def _scan(path: Path, schema: pa.Schema, block: int) -> None:
     """Read every typed (non-string) column once; raises _Widen on a contradiction."""
     typed = [f.name for f in schema if not pa.types.is_string(f.type)]
     if typed:
-        for _ in _batches(path, schema, block, include=typed):
+        for _ in _batches(path, schema, block, scan=False, include=typed):
             pass
 
 
@@ -647,7 +729,10 @@ def _write(
     open_sink: Callable[[pa.Schema], Sink],
     name: str,
     append: bool,
+    scanned: ByteScan | None,
 ) -> NewObjects:
+    """One attempt: every batch into a new sink, then the checks that need the whole file
+    (an unclosed quote; numbers' text). ``scanned``: the spool's ByteScan, if any."""
     stored = pa.schema([pa.field(f.name, stored_type(f.type)) for f in schema])
     for f in schema:
         if pa.types.is_null(f.type):
@@ -655,16 +740,16 @@ def _write(
     sink = open_sink(stored)
     try:
         sources: list[_Source] = []
-        for batch in _batches(path, schema, block, source_out=sources):
+        for batch in _batches(path, schema, block, scan=scanned is None, source_out=sources):
             sink.write(batch if stored == schema else batch.cast(stored))
-        source = sources[0]
-        if source.quotes % 2 or source.quotes <= EXACT_QUOTES:
-            line = _unclosed_quote(path) if source.quotes else None
+        facts = scanned if scanned is not None else sources[0].bytes
+        if facts.quotes % 2 or facts.quotes <= EXACT_QUOTES:
+            line = _unclosed_quote(path) if facts.quotes else None
             if line is not None:
                 raise InvalidInput(
                     f"malformed CSV: a quoted field opened on line {line} is never closed"
                 )
-        if source.suspect:
+        if facts.suspect:
             retype = _text_check(path, schema, block)
             if retype and append:
                 raise Conflict(

@@ -288,7 +288,7 @@ def test_zero_padded_number_straddling_a_block_edge_is_seen(tmp_path: Path, monk
     sources: list = []
     for _ in csvread._batches(path, schema, block, source_out=sources):
         pass
-    assert not sources[0].suspect
+    assert not sources[0].bytes.suspect
     lake = Lake(make_settings(str(tmp_path / "lake")))
     try:
         for shift in range(-4, 4):
@@ -574,5 +574,28 @@ def test_in_process_errors_are_invalid_input(tmp_path: Path) -> None:
     try:
         with pytest.raises(InvalidInput, match="UTF-16"):
             lake.ingest_csv("u", [TEXT.encode("utf-16")])
+    finally:
+        lake.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64, 65, 4099])
+def test_the_spool_scan_sees_values_cut_by_upload_chunks(tmp_path: Path, chunk: int) -> None:
+    """The bytes are scanned while they are spooled, in the upload's own chunks: a
+    zero-padded number or a byte order mark cut across chunks is still seen."""
+    body = b"n,t\n" + b"5,a\n" * 40 + b"00" + b"7,b\n" + b"6,c\n"
+    pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    with csvread.spool(pieces, str(tmp_path)) as (path, size):
+        assert size == len(body)
+        assert csvread._SPOOLED[str(path)].suspect
+    utf32 = TEXT.encode("utf-32")
+    pieces = [utf32[i : i + chunk] for i in range(0, len(utf32), chunk)]
+    lake = Lake(make_settings(str(tmp_path / "lake")))
+    try:
+        with pytest.raises(InvalidInput, match="UTF-32"):
+            lake.ingest_csv("u32", pieces)
+        lake.ingest_csv("z", [body[i : i + chunk] for i in range(0, len(body), chunk)])
+        stored = lake.catalog.find("z")
+        assert stored is not None
+        assert stored.schema.field("n").type == pa.string()
     finally:
         lake.close()
