@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from flightlake import csvread
 from flightlake.catalog import DATA_PREFIX, NewObjects
-from flightlake.csvread import check_columns, spool
+from flightlake.csvbytes import spool
+from flightlake.csvread import check_columns
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
 from flightlake.fidelity import as_stored, conform
 from flightlake.fidelity import normalize_schema as normalize_schema  # re-exported (was here)

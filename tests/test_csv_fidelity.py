@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.flight as flight
 import pytest
 
-from flightlake import csvread
+from flightlake import csvbytes, csvread
 from flightlake.errors import InvalidInput
 from flightlake.lake import Lake
 from tests.http_helpers import http_server
@@ -584,9 +584,9 @@ def test_the_spool_scan_sees_values_cut_by_upload_chunks(tmp_path: Path, chunk: 
     zero-padded number or a byte order mark cut across chunks is still seen."""
     body = b"n,t\n" + b"5,a\n" * 40 + b"00" + b"7,b\n" + b"6,c\n"
     pieces = [body[i : i + chunk] for i in range(0, len(body), chunk)]
-    with csvread.spool(pieces, str(tmp_path)) as (path, size):
+    with csvbytes.spool(pieces, str(tmp_path)) as (path, size):
         assert size == len(body)
-        assert csvread._SPOOLED[str(path)].suspect
+        assert csvbytes._SPOOLED[str(path)].suspect
     utf32 = TEXT.encode("utf-32")
     pieces = [utf32[i : i + chunk] for i in range(0, len(utf32), chunk)]
     lake = Lake(make_settings(str(tmp_path / "lake")))
