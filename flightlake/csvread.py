@@ -46,6 +46,7 @@ import pyarrow.csv as pacsv
 from flightlake.catalog import NewObjects
 from flightlake.csvbytes import ByteScan, spooled_scan, unclosed_quote
 from flightlake.errors import Conflict, InvalidInput
+from flightlake.fidelity import conform, normalize_schema
 
 log = logging.getLogger("flightlake.ingest")
 
@@ -553,7 +554,8 @@ def _write(
 ) -> NewObjects:
     """One attempt: every batch into a new sink, then the checks that need the whole file
     (an unclosed quote; numbers' text). ``scanned``: the spool's ByteScan, if any."""
-    stored = pa.schema([pa.field(f.name, stored_type(f.type)) for f in schema])
+    # one stored spelling per logical type (fidelity): timestamp[s] → [us], time32 → time64
+    stored = normalize_schema(pa.schema([pa.field(f.name, stored_type(f.type)) for f in schema]))
     for f in schema:
         if pa.types.is_null(f.type):
             log.info("CSV column %r: no values in the file; storing it as string", f.name)
@@ -561,7 +563,7 @@ def _write(
     try:
         sources: list[_Source] = []
         for batch in _batches(path, schema, block, scan=scanned is None, source_out=sources):
-            sink.write(batch if stored == schema else batch.cast(stored))
+            sink.write(batch if batch.schema == stored else conform(batch, stored))
         facts = scanned if scanned is not None else sources[0].bytes
         if facts.quotes % 2 or facts.quotes <= EXACT_QUOTES:
             line = unclosed_quote(path) if facts.quotes else None
