@@ -111,7 +111,10 @@ def _delta_compatible(kind: pa.DataType, column: str) -> pa.DataType:
     if t.is_float16(kind):
         return pa.float32()
     if t.is_timestamp(kind):
-        return pa.timestamp("us", tz="UTC" if kind.tz else None)
+        # Naive timestamps too are declared as Delta `timestamp` (same numbers, read as UTC by
+        # other engines): `timestamp_ntz` needs a table feature an existing table may lack, so
+        # an overwrite bringing one in would fail.
+        return pa.timestamp("us", tz="UTC")
     if t.is_time32(kind):
         return pa.int32()
     if t.is_time64(kind) or t.is_duration(kind):

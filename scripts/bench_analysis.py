@@ -9,7 +9,7 @@ taken with py-spy against a `flightlake serve` started by the same helpers as th
 
 from __future__ import annotations
 
-from flightlake import ingest
+from flightlake import csvread
 from scripts.bench_env import median
 from scripts.bench_ingest import CsvRuns
 from scripts.bench_report import Report, fmt_s
@@ -63,14 +63,15 @@ def ingest_note(csv_runs: dict[tuple[str, int], CsvRuns]) -> str:
         "samples, two ingests): about 39% Parquet encoding and writing, 27% waiting on "
         "pyarrow's CSV parser, 14% waiting for upload chunks plus 7% spooling and copying "
         "them, 9% `csv_segments` (a second pass over the spooled file to find record-aligned "
-        "cut points), 3% type inference. The gap to the limit has four causes, none of them "
+        "cut points; gone since issue 12: one reader per file, its read-ahead held back), 3% "
+        "type inference. The gap to the limit has four causes, none of them "
         "in pyarrow itself: (1) a fixed cost per CLI run: a new Python process importing "
         "pyarrow and pyarrow.flight, connecting, and a catalog commit (a 1,000-row "
         "`flightlake ingest` takes about 0.2 s end to end; before a8fb664 the CLI's first "
         "`pa.array()` also imported pandas, another 0.25 s); (2) upload and parse never "
         "overlap: the whole upload is spooled before its first byte is parsed (so that a late "
-        "value that widens a column can re-read it); (3) the segment scan re-reads the "
-        "spool; (4) the limit starts from a file already in the page cache, in the same "
+        "value that widens a column can re-read it); (3) a segment scan re-read the "
+        "spool (gone); (4) the limit starts from a file already in the page cache, in the same "
         "process. At 500k rows the limit is about half a second: after the fixed 0.2 s, 0.8x "
         "would leave the server less time to receive and convert the file than pyarrow alone "
         "needs to convert it, so that target is out of reach for any design that uploads "
@@ -92,7 +93,7 @@ def memory_note(csv_runs: dict[tuple[str, int], CsvRuns]) -> str:
         "it); RSS is much larger because freed memory stays with the allocators: mimalloc "
         "(Arrow's default pool) keeps freed pages, glibc keeps the gRPC and Python buffers, "
         "and every pyarrow CSV reader (type inference opens two over the whole spool, "
-        f"{ingest.SAMPLE_BYTES >> 20} MiB blocks) starts a background read-ahead of up to "
+        f"{csvread.SAMPLE_BYTES >> 20} MiB blocks) starts a background read-ahead of up to "
         "32 blocks (arrow/csv/reader.cc) that is filled even when only the first block is "
         "used. One A/B at commit 4ecfe81, same harness: with `MIMALLOC_PURGE_DELAY=0` in "
         "the server's environment (mimalloc returns freed pages at once) the peaks went from "
