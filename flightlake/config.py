@@ -49,6 +49,39 @@ SETTINGS: tuple[Setting, ...] = (
         "S3 endpoint URL, e.g. http://127.0.0.1:9000 for a local MinIO; empty means AWS.",
     ),
     Setting("s3_region", str, "us-east-1", "S3 region."),
+    Setting(
+        "s3_connect_timeout_seconds",
+        float,
+        3.0,
+        "Seconds to open a connection to the S3 endpoint before the attempt fails.",
+    ),
+    Setting(
+        "s3_request_timeout_seconds",
+        float,
+        4.0,
+        "Seconds an S3 request may wait with no byte moving (a frozen store) before the "
+        "attempt fails; also DuckDB's httpfs timeout.",
+    ),
+    Setting(
+        "s3_retries",
+        int,
+        1,
+        "Retries of a failed S3 request after the first attempt (pyarrow, boto3, DuckDB). "
+        "One request fails after about (1 + s3_retries) x s3_request_timeout_seconds.",
+    ),
+    Setting(
+        "health_probe_seconds",
+        float,
+        5.0,
+        "Longest /health and the Flight health action wait for the object-store probe "
+        "before answering unavailable; a probe's answer is reused for 2 s.",
+    ),
+    Setting(
+        "ingest_idle_seconds",
+        float,
+        60.0,
+        "An upload whose client sends nothing for this long is cancelled and its slot freed.",
+    ),
     Setting("host", str, "127.0.0.1", "Address both servers bind to."),
     Setting("flight_port", int, 8815, "Arrow Flight (and Flight SQL) port."),
     Setting("http_port", int, 3110, "HTTP /v1 shim port; 0 disables the HTTP server."),
@@ -133,6 +166,11 @@ class Settings:
     storage: str = "./flightlake-data"
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"
+    s3_connect_timeout_seconds: float = 3.0
+    s3_request_timeout_seconds: float = 4.0
+    s3_retries: int = 1
+    health_probe_seconds: float = 5.0
+    ingest_idle_seconds: float = 60.0
     host: str = "127.0.0.1"
     flight_port: int = 8815
     http_port: int = 3110

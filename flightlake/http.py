@@ -1,6 +1,8 @@
 """The HTTP /v1 shim: curl-friendly ingest, SQL, datasets and health over the same Lake.
 
-    GET    /health                  200 once the server is ready, else 503
+    GET    /health                  {"status", "service"}: 200 when ready and the store
+                                    answers, else 503 (details with a valid token)
+    GET    /v1/status               /health with version, datasets, storage (needs read)
     POST   /v1/ingest?name=&mode=   multipart field ``file`` (or a raw body) -> manifest
     POST   /v1/sql                  {"sql": "..."} -> JSON rows | Arrow IPC stream | CSV
     GET    /v1/datasets             every dataset's manifest
@@ -377,9 +379,35 @@ class Api:
         self.auth.authorize(request.headers.get("authorization", ""), write)
 
     async def health(self, request: Request) -> Response:
-        if not self.ready():
-            raise Unavailable("server is not ready yet")
-        return JSONResponse(await run_in_threadpool(self.lake.health))
+        """200 or 503 with ``{"status", "service"}``; details only for a caller whose
+        Authorization header is valid (with auth configured), never for strangers."""
+        return await self._health(details=self._identified(request))
+
+    async def status(self, request: Request) -> Response:
+        """/health with the details (version, datasets, storage, error), for readers."""
+        self.authorize(request)
+        return await self._health(details=True)
+
+    def _identified(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not self.auth.enabled or not header:
+            return False
+        try:
+            self.auth.from_header(header)
+        except Unauthenticated:
+            return False  # a wrong token gets the stranger's answer, not a 401
+        return True
+
+    async def _health(self, details: bool) -> Response:
+        if self.ready():
+            body = await run_in_threadpool(self.lake.health, details)
+        else:
+            body = {"status": "unavailable", "service": "flightlake"}
+            if details:
+                body["error"] = "server is not ready yet"
+        if body["status"] == "ok":
+            return JSONResponse(body)
+        return JSONResponse(body, 503, {"Retry-After": "5"})
 
     async def ingest(self, request: Request) -> Response:
         request.state.upload = True
@@ -480,6 +508,7 @@ def create_app(
     api = Api(lake, settings, ready or (lambda: True), auth)
     routes = [
         Route("/health", api.health, methods=["GET"]),
+        Route("/v1/status", api.status, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/v1/ingest", api.ingest, methods=["POST"]),
         Route("/v1/sql", api.sql, methods=["POST"]),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from flightlake import __version__
 from flightlake.catalog import (
     DATA_PREFIX,
     Catalog,
@@ -364,14 +365,26 @@ class Lake:
                 self._set_view(manifest)
         return warnings
 
-    def health(self) -> dict[str, object]:
-        self.storage.check()
-        return {
-            "status": "ok",
+    def health(self, details: bool = False) -> dict[str, object]:
+        """``{"status": "ok" | "unavailable", "service": "flightlake"}``: whether the object
+        store answers (``Storage.probe``: never waits longer than ``health_probe_seconds``,
+        an answer is reused for 2 s). Never raises.
+
+        ``details`` (for authenticated callers only) adds ``version``, ``datasets`` (count),
+        ``storage`` (root URL and endpoint) and, when unavailable, ``error``.
+        """
+        probe = self.storage.probe.result()
+        out: dict[str, object] = {
+            "status": "ok" if probe.ok else "unavailable",
             "service": "flightlake",
-            "datasets": len(self.catalog.list()),
-            "storage": self.storage.describe(),
         }
+        if details:
+            out["version"] = __version__
+            out["datasets"] = len(self.catalog.list())
+            out["storage"] = self.storage.describe()
+            if not probe.ok:
+                out["error"] = probe.error
+        return out
 
     def close(self) -> None:
         self._closed.set()

@@ -41,7 +41,9 @@ log = logging.getLogger("flightlake.flight")
 F = TypeVar("F", bound=Callable[..., Any])
 
 ACTIONS = {
-    "health": "Server and object-store health as JSON.",
+    "health": "{status, service} as JSON (details to an authenticated caller); UNAVAILABLE "
+    "when the object store does not answer within health_probe_seconds.",
+    "status": "Health with details (version, datasets, storage, error) as JSON; never fails.",
     "drop": "Drop a dataset; body: the dataset name.",
     "list": "All datasets' manifests as JSON.",
     "gc": "Delete unreferenced objects older than the grace period; body: optional seconds.",
@@ -272,7 +274,15 @@ class FlightServer(flight.FlightServerBase):
         if kind in WRITE_ACTIONS:
             self.require_write(context)
         if kind == "health":
-            out: Any = self.lake.health()
+            out: Any = self.lake.health(details=flight_auth.principal(context) is not None)
+            if out["status"] != "ok":
+                raise Unavailable(
+                    f"unavailable: {out['error']}"
+                    if "error" in out
+                    else "unavailable: the object store does not answer"
+                )
+        elif kind == "status":
+            out = self.lake.health(details=True)
         elif kind == "drop":
             name = body.decode("utf-8", "replace").strip()
             out = {"dropped": self.lake.drop(name).name}
