@@ -3,7 +3,8 @@
     GET    /health                  {"status", "service"}: 200 when ready and the store
                                     answers, else 503 (details with a valid token)
     GET    /v1/status               /health with version, datasets, storage (needs read)
-    POST   /v1/ingest?name=&mode=   multipart field ``file`` (or a raw body) -> manifest
+    POST   /v1/ingest?name=&mode=   multipart field ``file`` (or a raw body) -> manifest;
+                                    header ``Idempotency-Key``: a retry is a replay
     POST   /v1/sql                  {"sql": "..."} -> JSON rows | Arrow IPC stream | CSV
     GET    /v1/datasets             every dataset's manifest
     GET    /v1/datasets/{name}      one manifest
@@ -161,12 +162,14 @@ class Upload:
 
     A multipart body yields its field ``file`` (python-multipart's streaming parser, no form
     buffering); any other body is the file itself. More than ``cap`` body bytes raise
-    TooLarge; a body that ends before the file part is complete raises InvalidInput.
+    TooLarge; a body that ends before the file part is complete raises InvalidInput; a
+    client that sends nothing for ``idle_seconds`` (> 0) gets 408 and the connection closed.
     """
 
-    def __init__(self, request: Request, cap: int) -> None:
+    def __init__(self, request: Request, cap: int, idle_seconds: float = 0.0) -> None:
         self._body = request.stream()
         self._cap = cap
+        self._idle = idle_seconds
         self._received = 0
         self._ended = False
         self._pieces: list[bytes] = []  # file bytes parsed, not yet handed on
@@ -227,7 +230,18 @@ class Upload:
     async def _pull(self) -> None:
         """Read one body chunk and feed it on; at the end check the file arrived whole."""
         try:
-            chunk = await self._body.__anext__()
+            if self._idle > 0:
+                with anyio.fail_after(self._idle):
+                    chunk = await self._body.__anext__()
+            else:
+                chunk = await self._body.__anext__()
+        except TimeoutError:
+            raise HTTPException(
+                408,
+                f"upload cancelled: nothing received for {self._idle:g} s "
+                "(ingest_idle_seconds); nothing committed",
+                {"Connection": "close"},
+            ) from None
         except StopAsyncIteration:
             self._ended = True
             if self._parser is not None and self._stage == "before":
@@ -285,18 +299,24 @@ def upload_format(explicit: str | None, filename: str, content_type: str) -> str
 
 
 def ingest_upload(
-    lake: Lake, name: str, mode: str, fmt: str, chunks: Iterator[bytes], spool_dir: str
+    lake: Lake,
+    name: str,
+    mode: str,
+    fmt: str,
+    chunks: Iterator[bytes],
+    spool_dir: str,
+    idempotency_key: str | None = None,
 ) -> IngestResult:
     """Run in a worker thread: CSV streams into the lake's spool while its slot is held;
     Parquet and Arrow IPC need random access, so they are spooled here first."""
     if fmt == "csv":
-        return lake.ingest_csv(name, chunks, mode)
+        return lake.ingest_csv(name, chunks, mode, idempotency_key=idempotency_key)
     with tempfile.NamedTemporaryFile(prefix="flightlake-upload-", dir=spool_dir or None) as tmp:
         for chunk in chunks:
             tmp.write(chunk)
         tmp.flush()
         schema, batches = _open_arrow(Path(tmp.name), fmt)
-        return lake.ingest_arrow(name, schema, batches, mode)
+        return lake.ingest_arrow(name, schema, batches, mode, idempotency_key=idempotency_key)
 
 
 def _open_arrow(path: Path, fmt: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
@@ -429,11 +449,19 @@ class Api:
             raise Unavailable(
                 f"all {self.settings.max_concurrent_ingests} ingest slots are busy; retry shortly"
             )
-        upload = Upload(request, cap)
+        key = request.headers.get("idempotency-key")  # the lake validates it
+        upload = Upload(request, cap, self.settings.ingest_idle_seconds)
         await upload.start()
         fmt = upload_format(params.get("format"), upload.filename, upload.content_type)
         result = await run_in_threadpool(
-            ingest_upload, self.lake, name, mode, fmt, upload.chunks(), self.settings.spool_dir
+            ingest_upload,
+            self.lake,
+            name,
+            mode,
+            fmt,
+            upload.chunks(),
+            self.settings.spool_dir,
+            key,
         )
         request.state.rows_in = result.rows_written
         return JSONResponse({**result.manifest.to_json(), **result.to_json()})
@@ -583,8 +611,11 @@ def _route_of(path: str) -> str:
     return "/v1/datasets/{name}" if path.startswith("/v1/datasets/") else path
 
 
-# status -> outcome code for logs and metrics: the error table read backwards, plus 405
-_HTTP_CODES = {status: cls.code for cls, status in _STATUS} | {405: InvalidInput.code}
+# status -> outcome code for logs and metrics: the error table read backwards, plus 405, 408
+_HTTP_CODES = {status: cls.code for cls, status in _STATUS} | {
+    405: InvalidInput.code,
+    408: InvalidInput.code,  # an idle upload, cancelled
+}
 
 
 def _code_of(status: int) -> str:

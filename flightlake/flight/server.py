@@ -34,6 +34,7 @@ from flightlake.errors import (
 )
 from flightlake.flight import auth as flight_auth
 from flightlake.flight import tickets
+from flightlake.flight.watchdog import CURRENT_WATCH, IdleWatch, IdleWatchdog
 from flightlake.lake import Lake
 
 log = logging.getLogger("flightlake.flight")
@@ -107,6 +108,36 @@ def _log(method: str, start: float, **fields: Any) -> None:
     observe.record("flight", method, start, **fields)
 
 
+KEY_HEADER = "idempotency-key"
+KEY_MIDDLEWARE = "idempotency"
+
+
+class KeyHeader(flight.ServerMiddleware):
+    """The ``idempotency-key`` header of one call."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class KeyHeaderFactory(flight.ServerMiddlewareFactory):
+    """Reads the ``idempotency-key`` call header: how Flight SQL bulk ingest carries a key
+    (ADBC: statement option ``adbc.flight.sql.rpc.call_header.idempotency-key``), since
+    the ADBC driver puts nothing of its own in ``CommandStatementIngest``'s options."""
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> KeyHeader | None:
+        values = headers.get(KEY_HEADER)
+        if not values:
+            return None
+        value = values[0]
+        return KeyHeader(value.decode("latin-1") if isinstance(value, bytes) else str(value))
+
+
+def header_key(context: Any) -> str | None:
+    """The call's ``idempotency-key`` header, or None."""
+    middleware = context.get_middleware(KEY_MIDDLEWARE) if context is not None else None
+    return middleware.key if isinstance(middleware, KeyHeader) else None
+
+
 class Counted:
     """Wraps a RecordBatchReader to count rows and bytes, and logs when the stream ends."""
 
@@ -167,6 +198,9 @@ class FlightServer(flight.FlightServerBase):
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
         self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
+        self.watchdog = IdleWatchdog(lake.settings.ingest_idle_seconds, lambda: self.port)
+        middleware = {**(kwargs.get("middleware") or {}), KEY_MIDDLEWARE: KeyHeaderFactory()}
+        kwargs = {**kwargs, "middleware": middleware}
         super().__init__(location, **kwargs)
 
     def require_write(self, context: Any) -> None:
@@ -231,14 +265,29 @@ class FlightServer(flight.FlightServerBase):
         cmd = self.sql.command(descriptor) if self.sql is not None else None
         if cmd is None or cmd.name == "CommandStatementIngest":  # not binding parameters
             self.require_write(context)
-        if self.sql is not None and cmd is not None:
-            return self.sql.do_put(cmd, reader, writer, context)
+        with self.watchdog.watch(context.peer()):  # every read below counts as idle time
+            if self.sql is not None and cmd is not None:
+                return self.sql.do_put(cmd, reader, writer, context)
+            self._put(context, descriptor, reader, writer)
+        return None
+
+    def _put(
+        self,
+        context: Any,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
         start = time.perf_counter()
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
+        key = command.idempotency_key or header_key(context)
         if command.format == "csv":
             result = self.lake.ingest_csv(
-                command.dataset, _csv_chunks(reader, counter, context), command.mode
+                command.dataset,
+                _csv_chunks(reader, counter, context),
+                command.mode,
+                idempotency_key=key,
             )
         else:
             result = self.lake.ingest_arrow(
@@ -246,6 +295,7 @@ class FlightServer(flight.FlightServerBase):
                 reader.schema,
                 _arrow_batches(reader, counter, context),
                 command.mode,
+                idempotency_key=key,
             )
         writer.write(pa.py_buffer(json.dumps(result.to_json()).encode()))
         _log(
@@ -258,6 +308,7 @@ class FlightServer(flight.FlightServerBase):
             rows_in=result.rows_written,
             bytes_in=counter["bytes"],
             version=result.version,
+            **({"replayed": True} if getattr(result, "replayed", False) else {}),
         )
 
     # -- actions -------------------------------------------------------------------------
@@ -300,26 +351,48 @@ class FlightServer(flight.FlightServerBase):
 
 
 def _arrow_batches(
-    reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
+    reader: flight.MetadataRecordBatchReader,
+    counter: dict[str, int],
+    context: Any = None,
+    watch: IdleWatch | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The batches of a do_put stream. A stream that ends because the client went away
-    (cancelled call) raises instead of ending, so a cut upload is never committed."""
+    (cancelled call) or because the idle watchdog cut it raises instead of ending, so a cut
+    upload is never committed."""
+    watch = watch or CURRENT_WATCH.get() or IdleWatch("")
     while True:
         try:
-            chunk = reader.read_chunk()
+            with watch.waiting():
+                chunk = reader.read_chunk()
         except StopIteration:
-            if context is not None and context.is_cancelled():
-                raise InvalidInput("upload cancelled by the client; nothing committed") from None
+            _check_cut(context, watch)
             return
         except pa.ArrowInvalid as exc:
+            _check_cut(context, watch)
             raise InvalidInput(f"bad Arrow stream: {exc}") from exc
+        except (flight.FlightError, OSError):
+            _check_cut(context, watch)
+            raise
         if chunk.data is not None:
             counter["bytes"] += chunk.data.nbytes
             yield chunk.data
 
 
+def _check_cut(context: Any, watch: IdleWatch) -> None:
+    if watch.expired:
+        raise InvalidInput(
+            "upload cancelled: the client sent nothing for the ingest_idle_seconds limit; "
+            "nothing committed"
+        )
+    if context is not None and context.is_cancelled():
+        raise InvalidInput("upload cancelled by the client; nothing committed")
+
+
 def _csv_chunks(
-    reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
+    reader: flight.MetadataRecordBatchReader,
+    counter: dict[str, int],
+    context: Any = None,
+    watch: IdleWatch | None = None,
 ) -> Iterator[bytes | memoryview]:
     schema = reader.schema
     if len(schema) != 1 or not (
@@ -328,7 +401,7 @@ def _csv_chunks(
         raise InvalidInput(
             f"CSV do_put needs one binary column 'data' holding the file's bytes, got {schema}"
         )
-    for batch in _arrow_batches(reader, {"bytes": 0}, context):
+    for batch in _arrow_batches(reader, {"bytes": 0}, context, watch):
         for value in batch.column(0):
             if value.is_valid:
                 buf = value.as_buffer()
