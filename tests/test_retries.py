@@ -148,6 +148,39 @@ def test_replay_from_another_server_over_the_same_bucket(s3_server: Any, s3_buck
         assert count(one.client, "s") == 5
 
 
+@pytest.mark.filterwarnings("ignore:Cannot disable autocommit")
+def test_flight_sql_bulk_ingest_takes_a_key_in_a_call_header(tmp_path: Path) -> None:
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    data = pa.table({"id": [1, 2, 3]})
+    with flight_server(make_settings(str(tmp_path / "lake"))) as running:
+        with flightsql.connect(running.location, autocommit=True) as conn, conn.cursor() as cur:
+            cur.adbc_statement.set_options(
+                **{"adbc.flight.sql.rpc.call_header.idempotency-key": "adbc-1"}
+            )
+            assert cur.adbc_ingest("a", data, mode="create_append") == 3
+            version = running.lake.dataset("a").version
+            assert cur.adbc_ingest("a", data, mode="create_append") == 3  # the replay
+            assert running.lake.dataset("a").version == version
+            cur.adbc_statement.set_options(
+                **{"adbc.flight.sql.rpc.call_header.idempotency-key": "adbc-2"}
+            )
+            assert cur.adbc_ingest("a", data, mode="create_append") == 3
+        assert count(running.client, "a") == 6
+        # the header works for a plain do_put too
+        options = flight.FlightCallOptions(headers=[(b"idempotency-key", b"adbc-2")])
+        writer, meta = running.client.do_put(
+            flight.FlightDescriptor.for_path("a"), data.schema, options
+        )
+        with writer:
+            writer.write_table(data)
+            writer.done_writing()
+            answer = meta.read()
+        assert answer is not None
+        assert json.loads(answer.to_pybytes())["replayed"] is True
+        assert count(running.client, "a") == 6
+
+
 @pytest.mark.parametrize("when", ["before-commit", "after-commit"])
 def test_cli_retries_a_dropped_connection_without_duplicates(tmp_path: Path, when: str) -> None:
     """The connection drops once, near the end of the upload: before the server commits
