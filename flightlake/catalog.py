@@ -1,13 +1,14 @@
-"""The catalog: one manifest per dataset version, stored in the object store under
-``_catalog/<name>/v<version>.json``.
+"""The catalog: names, manifests and commits, on the Delta Lake tables under ``data/``.
 
-A version is committed by writing its manifest with a conditional put (only if absent), after
-every Parquet object it names is written. So a version is visible only once complete, and two
-writers (threads or processes) can never both commit the same version: the loser sees the
-conflict, re-reads the head and retries (append) or fails clearly.
+Every dataset NAME is the Delta table ``data/NAME/`` (see delta.py, the only module that
+talks Delta). A version is committed by delta-rs's put-if-absent of ``_delta_log/<N>.json``
+after every Parquet file it adds is written, so a version is visible only once complete and
+two writers (threads or processes) never both commit the same version: the loser re-reads
+the table and retries (append) or fails clearly (create, overwrite).
 
-A dropped dataset is a tombstone version (``"dropped": true``). At start the head of every
-dataset is read back; a torn or garbage manifest is reported and skipped, never fatal.
+Freshness: each dataset remembers when it was last checked against the store; a lookup
+older than ``freshness_seconds`` costs one probe of ``_delta_log/<N+1>.json`` (a stat, or one
+LIST on S3) and reloads the table only when it moved. Commits made here are seen at once.
 """
 
 from __future__ import annotations
@@ -18,26 +19,31 @@ import json
 import logging
 import re
 import threading
-import uuid
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from flightlake.errors import Conflict, InvalidInput, NotFound
+from flightlake import delta
+from flightlake.delta import DATA_PREFIX, DataFile, NewFile, Snapshot, Tables
+from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, StorageError
 from flightlake.storage import Storage, validate_key
 
 log = logging.getLogger("flightlake.catalog")
 
-CATALOG_PREFIX = "_catalog"
-DATA_PREFIX = "data"
+CATALOG_PREFIX = "_catalog"  # where 0.1 kept its manifests (migrated at start)
 MAX_NAME_CHARS = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
 _VERSION_RE = re.compile(r"v(\d{10})\.json")
-KEEP_MANIFEST_VERSIONS = 3
-COMMIT_ATTEMPTS = 8
+COMMIT_ATTEMPTS = 20
+MAX_MISSING = 4096  # names remembered as "no such table" (bounded: clients choose names)
+MAX_KEY_CHARS = 128
+_Files = list[NewFile]  # (Catalog has a method named list)
+
+__all__ = ["DATA_PREFIX", "Catalog", "Manifest", "NewObjects", "validate_name"]
 
 
 def validate_name(name: str) -> str:
@@ -92,9 +98,29 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def ms_iso(ms: int) -> str:
+    """A Unix time in milliseconds as an ISO 8601 UTC string."""
+    when = datetime.fromtimestamp(ms / 1000, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validate_idempotency_key(key: str) -> str:
+    """Return ``key`` if it is 1 to 128 printable ASCII characters, else raise InvalidInput."""
+    if not isinstance(key, str) or not key:
+        raise InvalidInput("idempotency key is empty")
+    if len(key) > MAX_KEY_CHARS:
+        raise InvalidInput(f"idempotency key is longer than {MAX_KEY_CHARS} characters")
+    if not all(" " <= c <= "~" for c in key):
+        raise InvalidInput("idempotency key must be printable ASCII characters")
+    return key
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """One committed version of one dataset."""
+    """One committed version of one dataset (its Delta table at ``version``).
+
+    ``objects`` are the live Parquet files (keys under the storage root), ``location`` the
+    table's URI, ``version`` its Delta version."""
 
     dataset_id: str
     name: str
@@ -109,6 +135,7 @@ class Manifest:
     object_rows: tuple[int, ...] = ()
     object_bytes: tuple[int, ...] = ()
     dropped: bool = False
+    location: str = ""
 
     @property
     def schema(self) -> pa.Schema:
@@ -141,6 +168,7 @@ class Manifest:
             object_rows=tuple(int(n) for n in doc.get("object_rows", [])),
             object_bytes=tuple(int(n) for n in doc.get("object_bytes", [])),
             dropped=bool(doc.get("dropped", False)),
+            location=str(doc.get("location", "")),
         )
 
     @staticmethod
@@ -150,207 +178,428 @@ class Manifest:
 
 @dataclass(frozen=True)
 class NewObjects:
-    """Parquet objects an ingest wrote, ready to be committed."""
+    """Parquet objects an ingest wrote, ready to be committed: keys under the storage root,
+    rows and bytes of each, and each file's Delta stats JSON (from its Parquet footer)."""
 
     schema: pa.Schema
     keys: tuple[str, ...]
     rows: tuple[int, ...]
     sizes: tuple[int, ...]
+    stats: tuple[str, ...] = ()
 
     @property
     def row_count(self) -> int:
         return sum(self.rows)
 
+    def files(self) -> list[NewFile]:
+        now = int(time.time() * 1000)
+        stats = self.stats or tuple(json.dumps({"numRecords": n}) for n in self.rows)
+        return [
+            NewFile(k, s, r, st, now)
+            for k, s, r, st in zip(self.keys, self.sizes, self.rows, stats, strict=True)
+        ]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What one commit did: the dataset's manifest after it, the version holding its rows,
+    and whether it was a replay of an idempotency key committed before."""
+
+    manifest: Manifest
+    version: int
+    rows_written: int
+    replayed: bool = False
+
 
 def manifest_key(name: str, version: int) -> str:
+    """Where 0.1 kept manifest ``version`` of ``name``."""
     return f"{CATALOG_PREFIX}/{name}/v{version:010d}.json"
 
 
-class Catalog:
-    """The latest manifest of every dataset, cached in memory, committed to the store."""
+def to_manifest(name: str, snap: Snapshot, location: str) -> Manifest:
+    files = snap.files
+    created = ms_iso(snap.created_ms) if snap.created_ms else now_iso()
+    return Manifest(
+        dataset_id=snap.table_id,
+        name=name,
+        version=snap.version,
+        schema_fingerprint=schema_fingerprint(snap.schema),
+        objects=tuple(f.key for f in files),
+        row_count=sum(f.rows for f in files),
+        total_bytes=sum(f.size for f in files),
+        created_at=created,
+        updated_at=ms_iso(snap.committed_ms) if snap.committed_ms else created,
+        schema_b64=Manifest.encode_schema(snap.schema),
+        object_rows=tuple(f.rows for f in files),
+        object_bytes=tuple(f.size for f in files),
+        location=location,
+    )
 
-    def __init__(self, storage: Storage) -> None:
+
+@dataclass
+class _Entry:
+    table: Any  # the dataset's deltalake.DeltaTable (opaque outside delta.py)
+    manifest: Manifest
+    checked: float  # time.monotonic() of the last look at the store
+
+
+class Catalog:
+    """Every dataset's latest manifest, cached in memory and kept fresh from the store."""
+
+    def __init__(
+        self, storage: Storage, freshness_seconds: float = 1.0, max_list: int = 10_000
+    ) -> None:
         self.storage = storage
-        self._heads: dict[str, Manifest] = {}  # name -> latest valid manifest (maybe dropped)
-        self._head_version: dict[str, int] = {}  # name -> highest version number seen
+        self.tables = Tables(storage)
+        self.freshness = max(0.0, freshness_seconds)
+        self.max_list = max_list
+        self._entries: dict[str, _Entry] = {}
+        self._missing: dict[str, float] = {}  # name -> when it was checked absent
+        self._listed = float("-inf")
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        #: called with each new manifest of a dataset (a ``dropped`` one when it vanished)
         self.listeners: list[Callable[[Manifest], None]] = []
 
     # -- loading -------------------------------------------------------------------------
     def load(self) -> list[str]:
-        """Read every dataset's head from the store; return warnings for skipped manifests."""
+        """Read every table under ``data/`` from the store; return warnings for tables that
+        cannot be read (reported and skipped, never fatal)."""
         warnings: list[str] = []
-        heads: dict[str, Manifest] = {}
-        head_versions: dict[str, int] = {}
-        for name, nums in self._versions(CATALOG_PREFIX).items():
-            head_versions[name] = max(nums)
-            manifest = self._newest_readable(name, nums, warnings)
-            if manifest is not None:
-                heads[name] = manifest
+        names = list(self.tables.names(self.max_list))
+        found: dict[str, _Entry] = {}
+        for name in names:
+            try:
+                validate_name(name)
+            except InvalidInput:
+                continue
+            try:
+                entry = self._open(name)
+            except FlightlakeError as exc:
+                msg = f"skipping unreadable table {DATA_PREFIX}/{name}: {exc}"
+                log.warning(msg)
+                warnings.append(msg)
+                continue
+            if entry is not None:
+                found[name] = entry
         with self._guard:
-            self._heads = heads
-            self._head_version = head_versions
+            before = self._entries
+            self._entries = found
+            self._missing.clear()
+            self._listed = time.monotonic()
+        for name, entry in found.items():
+            old = before.get(name)
+            if old is None or old.manifest.version != entry.manifest.version:
+                self._notify(entry.manifest)
+        for name in before.keys() - found.keys():
+            self._notify(_tombstone(before[name].manifest))
         return warnings
 
-    def _versions(self, prefix: str) -> dict[str, list[int]]:
-        """The manifest version numbers under ``prefix``, by dataset name."""
-        versions: dict[str, list[int]] = {}
-        for obj in self.storage.list(prefix):
-            parts = obj.key.split("/")
-            match = _VERSION_RE.fullmatch(parts[-1]) if len(parts) == 3 else None
-            if match:
-                versions.setdefault(parts[1], []).append(int(match.group(1)))
-        return versions
+    def _open(self, name: str) -> _Entry | None:
+        table = self.tables.open(name)
+        if table is None:
+            return None
+        snap = self.tables.snapshot(table, name)
+        return _Entry(table, to_manifest(name, snap, self.tables.uri(name)), time.monotonic())
 
-    def _newest_readable(
-        self, name: str, nums: list[int], warnings: list[str] | None = None
-    ) -> Manifest | None:
-        """The newest of these versions that reads back; skipped ones are logged into
-        ``warnings`` when given."""
-        for version in sorted(nums, reverse=True):
-            try:
-                return self._read(name, version)
-            except (ValueError, KeyError, TypeError, InvalidInput, NotFound) as exc:
-                if warnings is not None:
-                    msg = f"skipping unreadable manifest {manifest_key(name, version)}: {exc}"
-                    log.warning(msg)
-                    warnings.append(msg)
-        return None
-
-    def _read(self, name: str, version: int) -> Manifest:
-        raw = self.storage.read_bytes(manifest_key(name, version))
-        manifest = Manifest.from_json(json.loads(raw))
-        if manifest.name != name or manifest.version != version:
-            raise ValueError("manifest name/version do not match its key")
-        if not manifest.dropped:
-            manifest.schema  # noqa: B018 - decode once to reject garbage early
-        return manifest
-
-    def _reload_head(self, name: str) -> None:
-        """Re-read one dataset's head from the store (after losing a commit race)."""
-        nums = self._versions(f"{CATALOG_PREFIX}/{name}").get(name, [])
-        if not nums:
-            return
-        manifest = self._newest_readable(name, nums)
+    # -- freshness -----------------------------------------------------------------------
+    def _fresh(self, name: str, force: bool = False) -> _Entry | None:
+        """The entry of ``name``, checked against the store when older than the freshness
+        bound (or ``force``)."""
+        now = time.monotonic()
         with self._guard:
-            self._head_version[name] = max(nums)
-            if manifest is not None:
-                self._heads[name] = manifest
+            entry = self._entries.get(name)
+            missing_since = self._missing.get(name)
+        if not force:
+            if entry is not None and now - entry.checked < self.freshness:
+                return entry
+            if entry is None and missing_since is not None and now - missing_since < self.freshness:
+                return None
+        if entry is None:
+            return self._discover(name, now)
+        try:
+            state = self.tables.probe(name, entry.manifest.version)
+        except StorageError as exc:
+            if force:
+                raise
+            log.warning("could not check %s for new commits (serving what is known): %s", name, exc)
+            return entry
+        if state == "same":
+            entry.checked = now
+            return entry
+        if state == "gone":
+            self._forget(name, entry)
+            return None
+        return self._reload(name, entry)
+
+    def _discover(self, name: str, now: float) -> _Entry | None:
+        entry = self._open(name) if self.tables.exists(name) else None
+        with self._guard:
+            if entry is None:
+                if len(self._missing) >= MAX_MISSING:
+                    self._missing.clear()
+                self._missing[name] = now
+                return None
+            self._missing.pop(name, None)
+            current = self._entries.get(name)
+            if current is not None and current.manifest.version >= entry.manifest.version:
+                return current
+            self._entries[name] = entry
+        self._notify(entry.manifest)
+        return entry
+
+    def _reload(self, name: str, entry: _Entry) -> _Entry | None:
+        try:
+            self.tables.update(entry.table)
+            snap = self.tables.snapshot(entry.table, name)
+        except NotFound:
+            self._forget(name, entry)
+            return None
+        manifest = to_manifest(name, snap, self.tables.uri(name))
+        if manifest.dataset_id != entry.manifest.dataset_id:
+            # dropped and created again elsewhere: start from the new table
+            fresh = self._open(name)
+            if fresh is None:
+                self._forget(name, entry)
+            return None
+            manifest, entry = fresh.manifest, fresh
+        changed = manifest.version != entry.manifest.version or manifest is not entry.manifest
+        entry.manifest = manifest
+        entry.checked = time.monotonic()
+        with self._guard:
+            self._entries[name] = entry
+        if changed:
+            self._notify(manifest)
+        return entry
+
+    def _forget(self, name: str, entry: _Entry) -> None:
+        with self._guard:
+            if self._entries.get(name) is entry:
+                del self._entries[name]
+            self._missing[name] = time.monotonic()
+        self._notify(_tombstone(entry.manifest))
+
+    def _notify(self, manifest: Manifest) -> None:
+        for listener in self.listeners:
+            listener(manifest)
+
+    def refresh_listing(self, force: bool = False) -> None:
+        """Pick up tables created or dropped by other processes (at most once per freshness
+        period unless ``force``): one bounded listing of ``data/`` plus one probe per
+        dataset due for a check."""
+        now = time.monotonic()
+        with self._guard:
+            due = force or now - self._listed >= self.freshness
+            if due:
+                self._listed = now
+        if not due:
+            return
+        names = self.tables.names(self.max_list)
+        with self._guard:
+            known = set(self._entries)
+        for name in names:
+            if name in known:
+                continue
+            try:
+                validate_name(name)
+            except InvalidInput:
+                continue
+            try:
+                self._fresh(name, force=True)
+            except FlightlakeError as exc:
+                log.warning("table %s/%s not readable: %s", DATA_PREFIX, name, exc)
+        for name in known:
+            try:
+                self._fresh(name, force=force)
+            except FlightlakeError as exc:
+                log.warning("table %s/%s not readable: %s", DATA_PREFIX, name, exc)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, name: str) -> Manifest:
         validate_name(name)
-        with self._guard:
-            manifest = self._heads.get(name)
-        if manifest is None or manifest.dropped:
+        manifest = self.find(name)
+        if manifest is None:
             raise NotFound(f"dataset {name!r} not found")
         return manifest
 
     def find(self, name: str) -> Manifest | None:
+        """The dataset's manifest, at most ``freshness_seconds`` old; None when unknown."""
+        entry = self._fresh(name)
+        return None if entry is None else entry.manifest
+
+    def cached(self, name: str) -> Manifest | None:
+        """The manifest as last seen, without asking the store."""
         with self._guard:
-            manifest = self._heads.get(name)
-        return None if manifest is None or manifest.dropped else manifest
+            entry = self._entries.get(name)
+        return None if entry is None else entry.manifest
 
     def list(self, limit: int | None = None) -> list[Manifest]:
+        """Known datasets by name (as last seen; ``refresh_listing`` brings them up to date)."""
         with self._guard:
-            live = sorted((m for m in self._heads.values() if not m.dropped), key=lambda m: m.name)
+            live = sorted((e.manifest for e in self._entries.values()), key=lambda m: m.name)
         return live[:limit] if limit is not None else live
 
-    def referenced_keys(self) -> set[str]:
-        with self._guard:
-            return {k for m in self._heads.values() if not m.dropped for k in m.objects}
+    def table(self, name: str) -> Any:
+        """The dataset's DeltaTable, fresh (NotFound when there is none)."""
+        entry = self._fresh(name, force=True)
+        if entry is None:
+            raise NotFound(f"dataset {name!r} not found")
+        return entry.table
 
     def lock(self, name: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
 
     # -- committing ----------------------------------------------------------------------
-    def commit(
-        self, name: str, build: Callable[[Manifest | None], Manifest | None]
-    ) -> Manifest | None:
-        """Commit the manifest ``build(head)`` returns as the next version of ``name``.
+    def replay(self, name: str, key: str) -> Committed | None:
+        """The first commit of idempotency ``key`` on ``name``, or None."""
+        entry = self._fresh(name, force=True)
+        return None if entry is None else self._replay(name, entry, key)
 
-        ``build`` gets the current head (None when the dataset is new or dropped) and returns
-        the new manifest without version (it is set here), or None for nothing to commit.
-        It may raise Conflict. Within this process commits of one dataset are serialized;
-        a race lost to another process re-reads the head and calls ``build`` again.
-        """
+    def _replay(self, name: str, entry: _Entry, key: str) -> Committed | None:
+        version = delta.replayed_version(entry.table, key)
+        if version is None:
+            return None
+        info = self.tables.commit_info(name, version)
+        rows = int(info.get(delta.ROWS_ADDED, 0) or 0)
+        log.info("idempotency key replayed for %s: version %d", name, version)
+        return Committed(entry.manifest, version, rows, replayed=True)
+
+    def commit(self, name: str, mode: str, new: NewObjects, key: str | None = None) -> Committed:
+        """Commit ``new`` to ``name`` as one version (mode append, overwrite or create).
+
+        Append re-reads the table and retries when another writer took the version; create
+        fails with Conflict when the table exists, overwrite when it lost a race. With an
+        idempotency ``key`` already committed on this dataset nothing is committed and the
+        first commit is answered (``replayed``)."""
         validate_name(name)
+        files = new.files()
+        schema = new.schema
         with self.lock(name):
             for _attempt in range(COMMIT_ATTEMPTS):
                 self._check_case_collision(name)
-                head = self.find(name)
-                proposed = build(head)
-                if proposed is None:
-                    return head
-                with self._guard:
-                    version = self._head_version.get(name, 0) + 1
-                now = now_iso()
-                manifest = replace(proposed, version=version, updated_at=now)
-                body = json.dumps(manifest.to_json(), indent=1).encode()
-                if self.storage.put_if_absent(manifest_key(name, version), body):
-                    with self._guard:
-                        self._heads[name] = manifest
-                        self._head_version[name] = version
-                    self._prune(name, version)
-                    for listener in self.listeners:
-                        listener(manifest)
-                    return manifest
-                log.info("commit of %s v%d lost a race; re-reading the head", name, version)
-                self._reload_head(name)
+                entry = self._fresh(name, force=True)
+                if key is not None and entry is not None:
+                    replayed = self._replay(name, entry, key)
+                    if replayed is not None:
+                        return replayed
+                meta = {delta.ROWS_ADDED: new.row_count}
+                if key is not None:
+                    meta[delta.IDEMPOTENCY_KEY] = key  # type: ignore[assignment]
+                try:
+                    if entry is None:
+                        meta[delta.ROWS_TOTAL] = new.row_count
+                        txn = delta.idempotency_txn(key, 0) if key else None
+                        self.tables.create(name, schema, files, meta, txn)
+                        version = 0
+                    else:
+                        version = self._commit_on(entry, name, mode, new, files, meta, key)
+                except (delta.CommitRace, delta.TableExists):
+                    if mode == "overwrite" and entry is not None:
+                        raise Conflict(
+                            f"dataset {name!r} changed while overwriting it; nothing committed, "
+                            "retry"
+                        ) from None
+                    log.info("commit to %s lost a race; re-reading the table", name)
+                    continue
+                after = self._fresh(name, force=True)
+                if after is None:  # dropped right after our commit
+                    raise Conflict(f"dataset {name!r} was dropped while committing; retry")
+                return Committed(after.manifest, version, new.row_count)
             raise Conflict(
                 f"dataset {name!r}: could not commit after {COMMIT_ATTEMPTS} attempts, "
                 "other writers keep committing; retry"
             )
 
+    def _commit_on(
+        self,
+        entry: _Entry,
+        name: str,
+        mode: str,
+        new: NewObjects,
+        files: _Files,
+        meta: dict[str, Any],
+        key: str | None,
+    ) -> int:
+        head = entry.manifest
+        if mode == "create":
+            raise Conflict(f"dataset {name!r} already exists (mode=create)")
+        if mode == "append" and head.schema_fingerprint != schema_fingerprint(new.schema):
+            raise Conflict(
+                f"schema conflict for dataset {name!r}: "
+                f"{schema_difference(head.schema, new.schema)}"
+            )
+        version = head.version + 1
+        meta[delta.ROWS_TOTAL] = new.row_count + (head.row_count if mode == "append" else 0)
+        txn = delta.idempotency_txn(key, version) if key else None
+        schema = head.schema if mode == "append" else new.schema
+        return self.tables.commit(entry.table, name, mode, schema, files, meta, txn)
+
+    def rewrite(
+        self, name: str, removed: tuple[DataFile, ...], new: NewObjects, meta: dict[str, Any]
+    ) -> int | None:
+        """Replace ``removed`` files by ``new`` (same rows: compaction) in one commit that
+        changes no data; retried over concurrent appends. None when one of ``removed`` is no
+        longer live (an overwrite or another compaction won): nothing committed."""
+        files = new.files()
+        wanted = {f.key for f in removed}
+        with self.lock(name):
+            for _attempt in range(COMMIT_ATTEMPTS):
+                entry = self._fresh(name, force=True)
+                if entry is None or not wanted <= set(entry.manifest.objects):
+                    return None
+                if entry.manifest.schema_fingerprint != schema_fingerprint(new.schema):
+                    return None
+                try:
+                    version = self.tables.commit(
+                        entry.table,
+                        name,
+                        "append",
+                        entry.manifest.schema,
+                        files,
+                        {**meta, delta.ROWS_ADDED: 0, delta.ROWS_TOTAL: entry.manifest.row_count},
+                        removes=removed,
+                        data_change=False,
+                    )
+                except delta.CommitRace:
+                    continue
+                self._fresh(name, force=True)
+                return version
+        return None
+
+    def drop(self, name: str) -> Manifest:
+        """Delete the table's log (so it vanishes for every server at its next check), then
+        its data files. Returns the manifest it had."""
+        validate_name(name)
+        with self.lock(name):
+            entry = self._fresh(name, force=True)
+            if entry is None:
+                raise NotFound(f"dataset {name!r} not found")
+            folder = f"{delta.table_prefix(name)}/{delta.LOG_DIR}"
+            for _round in range(3):  # a commit racing the delete lands after the listing
+                keys = sorted((o.key for o in self.storage.list(folder)), reverse=True)
+                if not keys:
+                    break
+                self.storage.delete(keys)
+            self._forget(name, entry)
+            return entry.manifest
+
     def _check_case_collision(self, name: str) -> None:
         with self._guard:
-            others = [
-                n
-                for n, m in self._heads.items()
-                if not m.dropped and n != name and n.lower() == name.lower()
-            ]
+            others = [n for n in self._entries if n != name and n.lower() == name.lower()]
         if others:
             raise Conflict(f"dataset {name!r} differs only in case from existing {others[0]!r}")
 
-    def _prune(self, name: str, version: int) -> None:
-        """Delete manifests older than the last few versions (best effort)."""
-        old = version - KEEP_MANIFEST_VERSIONS
-        if old >= 1:
-            try:
-                self.storage.delete([manifest_key(name, old)])
-            except Exception as exc:  # pruning is housekeeping, never fatal
-                log.warning("could not prune %s: %s", manifest_key(name, old), exc)
 
-
-def new_manifest(
-    name: str,
-    head: Manifest | None,
-    schema: pa.Schema,
-    keys: tuple[str, ...],
-    rows: tuple[int, ...],
-    sizes: tuple[int, ...],
-) -> Manifest:
-    """A manifest (version unset) for ``name`` holding exactly these objects."""
-    created = head.created_at if head is not None else now_iso()
+def _tombstone(manifest: Manifest) -> Manifest:
     return Manifest(
-        dataset_id=head.dataset_id if head is not None else uuid.uuid4().hex,
-        name=name,
-        version=0,
-        schema_fingerprint=schema_fingerprint(schema),
-        objects=keys,
-        row_count=sum(rows),
-        total_bytes=sum(sizes),
-        created_at=created,
-        updated_at=created,
-        schema_b64=Manifest.encode_schema(schema),
-        object_rows=rows,
-        object_bytes=sizes,
-    )
-
-
-def tombstone(head: Manifest) -> Manifest:
-    return replace(
-        head, objects=(), object_rows=(), object_bytes=(), row_count=0, total_bytes=0, dropped=True
+        **{
+            **asdict(manifest),
+            "objects": (),
+            "object_rows": (),
+            "object_bytes": (),
+            "row_count": 0,
+            "total_bytes": 0,
+            "dropped": True,
+        }
     )

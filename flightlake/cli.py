@@ -1,4 +1,5 @@
-"""The ``flightlake`` command line (click): serve, ingest, sql, datasets, drop, gc.
+"""The ``flightlake`` command line (click): serve, ingest, sql, datasets, drop, gc,
+versions, compact.
 
 Client commands talk to a running server over Flight. Errors print one line to stderr and
 exit 1 (no traceback unless --verbose).
@@ -446,9 +447,42 @@ def drop(name: str, remote: Remote) -> None:
 @server_option
 @cli_errors
 def gc(grace: float | None, remote: Remote) -> None:
-    """Delete objects no dataset references (older than the grace period)."""
+    """Vacuum: delete files no retained version needs, and files of failed writes."""
     body = str(grace).encode() if grace is not None else b""
     client, options = remote.connect()
     results = list(client.do_action(flight.Action("gc", body), options))
     deleted = json.loads(results[0].body.to_pybytes())["deleted"] if results else []
     click.echo(f"deleted {len(deleted)} unreferenced objects")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@server_option
+@cli_errors
+def versions(name: str, as_json: bool, remote: Remote) -> None:
+    """List the versions of dataset NAME, newest first (readable with AT (VERSION => N))."""
+    client, options = remote.connect()
+    results = list(client.do_action(flight.Action("versions", name.encode()), options))
+    listed = json.loads(results[0].body.to_pybytes()) if results else []
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    columns = ("version", "timestamp", "operation", "rows_added", "rows_total")
+    table = pa.table({c: ["" if v.get(c) is None else str(v[c]) for v in listed] for c in columns})
+    click.echo(_render_table(table))
+
+
+@main.command()
+@click.argument("name")
+@server_option
+@cli_errors
+def compact(name: str, remote: Remote) -> None:
+    """Rewrite the small files of dataset NAME into large ones (answers unchanged)."""
+    client, options = remote.connect()
+    results = list(client.do_action(flight.Action("compact", name.encode()), options))
+    out = json.loads(results[0].body.to_pybytes()) if results else {}
+    click.echo(
+        f"{name}: {out.get('files_before')} files -> {out.get('files_after')} "
+        f"(version {out.get('version')})"
+    )

@@ -126,6 +126,26 @@ SETTINGS: tuple[Setting, ...] = (
         900.0,
         "Seconds between background sweeps of unreferenced objects (0: only at start).",
     ),
+    Setting(
+        "freshness_seconds",
+        float,
+        1.0,
+        "A commit made by another server is seen by queries starting at least this many "
+        "seconds later (this server's own commits at once).",
+    ),
+    Setting(
+        "retention_hours",
+        float,
+        168.0,
+        "gc keeps the files of every version younger than this (time travel window); older "
+        "replaced files are vacuumed.",
+    ),
+    Setting(
+        "compact_files",
+        int,
+        10,
+        "A dataset with this many small files is compacted in the background (0: never).",
+    ),
     Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
     Setting(
         "log_format",
@@ -188,6 +208,9 @@ class Settings:
     spool_dir: str = ""
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0
+    freshness_seconds: float = 1.0
+    retention_hours: float = 168.0
+    compact_files: int = 10
     log_level: str = "INFO"
     log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)

@@ -29,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flightlake.catalog import DATA_PREFIX, NewObjects
+from flightlake.delta import delta_schema, file_stats
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
 from flightlake.storage import Storage, new_object_id
 
@@ -58,7 +59,8 @@ class _Group:
 
 
 class ParquetSink:
-    """Writes record batches as zstd Parquet under ``data/<name>/<ingest id>-<n>.parquet``.
+    """Writes record batches as zstd Parquet under ``data/<name>/<ingest id>-<n>.parquet``
+    (inside the dataset's Delta table folder), noting each file's Delta stats from its footer.
 
     ``abort()`` deletes every object written; ``close()`` returns them as NewObjects.
     """
@@ -74,6 +76,7 @@ class ParquetSink:
         self._keys: list[str] = []
         self._rows: list[int] = []
         self._sizes: list[int] = []
+        self._stats: list[str] = []
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -129,6 +132,7 @@ class ParquetSink:
         assert self._stream is not None
         self._writer.close()
         self.storage.close_output(self._stream, self._keys[-1])  # bounded wait
+        self._stats.append(file_stats(self._writer.writer.metadata, self.schema))
         self._rows.append(self._file_rows)
         self._sizes.append(self.storage.size(self._keys[-1]))
         self._writer = None
@@ -141,7 +145,13 @@ class ParquetSink:
                 self._open()  # an empty dataset still gets one (empty) object with its schema
             if self._writer is not None:
                 self._finish_file()
-        return NewObjects(self.schema, tuple(self._keys), tuple(self._rows), tuple(self._sizes))
+        return NewObjects(
+            self.schema,
+            tuple(self._keys),
+            tuple(self._rows),
+            tuple(self._sizes),
+            tuple(self._stats),
+        )
 
     def abort(self) -> None:
         """Delete everything written; safe to call more than once and after errors."""
@@ -205,6 +215,7 @@ def write_arrow(
     """Write an Arrow stream; ``target`` is the existing dataset's schema for appends."""
     check_columns(schema.names)
     stored = normalize_schema(schema)
+    delta_schema(stored)  # refuses, naming the column, a type a Delta table cannot hold
     if target is not None and not _same_columns(target, stored):
         from flightlake.catalog import schema_difference
 

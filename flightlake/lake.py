@@ -10,30 +10,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 
 from flightlake import __version__
+from flightlake import compact as compaction
 from flightlake.catalog import (
     DATA_PREFIX,
     Catalog,
+    Committed,
     Manifest,
     NewObjects,
-    new_manifest,
-    schema_difference,
-    schema_fingerprint,
-    tombstone,
+    validate_idempotency_key,
     validate_name,
 )
 from flightlake.config import Settings
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, Unavailable
 from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
+from flightlake.migrate import migrate_v01
 from flightlake.query import QueryEngine, QueryParams
 from flightlake.storage import Storage
+from flightlake.timetravel import TimeTravel
 
 log = logging.getLogger("flightlake.lake")
 
@@ -48,9 +48,29 @@ class IngestResult:
     rows_written: int
     version: int
     manifest: Manifest
+    replayed: bool = False
 
     def to_json(self) -> dict[str, object]:
-        return {"dataset": self.dataset, "rows_written": self.rows_written, "version": self.version}
+        """``{"dataset", "rows_written", "version"}``, plus ``"replayed": true`` when an
+        idempotency key had already committed this ingest (nothing new was committed)."""
+        out: dict[str, object] = {
+            "dataset": self.dataset,
+            "rows_written": self.rows_written,
+            "version": self.version,
+        }
+        if self.replayed:
+            out["replayed"] = True
+        return out
+
+    @classmethod
+    def of(cls, name: str, committed: Committed) -> IngestResult:
+        return cls(
+            name,
+            committed.rows_written,
+            committed.version,
+            committed.manifest,
+            committed.replayed,
+        )
 
 
 def check_mode(mode: str | None) -> str:
@@ -66,19 +86,24 @@ class Lake:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.storage = Storage(settings)
-        self.catalog = Catalog(self.storage)
-        self.load_warnings = self.catalog.load()
+        self.catalog = Catalog(self.storage, settings.freshness_seconds, settings.max_list)
+        self.load_warnings = migrate_v01(self.storage, self.catalog.tables)
+        self.load_warnings += self.catalog.load()
         self.engine = QueryEngine(settings, self.storage)
         self._stale_views: set[str] = set()
         self._views_lock = threading.Lock()
         for manifest in self.catalog.list():
             self._set_view(manifest)
         self.catalog.listeners.append(self._on_commit)
+        self.travel = TimeTravel(self.catalog)
+        self.engine.on_tables = self._freshen
+        self.engine.time_travel = self.travel.keys
         self._slots = threading.BoundedSemaphore(max(1, settings.max_concurrent_ingests))
-        self._active_ingests: dict[str, int] = {}
+        self._active_ingests: dict[str, int] = {}  # name -> writers (ingests, compactions)
+        self._in_slots = 0
         self._active_lock = threading.Lock()
-        self._retired: dict[str, float] = {}  # key -> when an overwrite unreferenced it
         self._closed = threading.Event()
+        self.compactor = compaction.Compactor(self)
         log.info("lake ready: %s, %d datasets", self.storage.describe(), len(self.catalog.list()))
 
     def _on_commit(self, manifest: Manifest) -> None:
@@ -116,8 +141,24 @@ class Lake:
             else:
                 self._set_view(manifest)
 
+    def _freshen(self, names: set[str]) -> None:
+        """Before a query: bring the datasets it names up to date (at most
+        ``freshness_seconds`` old; a probe of the store only when older)."""
+        for name in names:
+            try:
+                validate_name(name)
+            except InvalidInput:
+                continue
+            try:
+                self.catalog.find(name)
+            except FlightlakeError as exc:
+                log.warning("could not check %s for new commits: %s", name, exc)
+
     # -- catalog -------------------------------------------------------------------------
     def datasets(self) -> list[Manifest]:
+        """Every dataset's manifest (at most ``max_list``), at most ``freshness_seconds``
+        behind other servers' commits, creates and drops."""
+        self.catalog.refresh_listing()
         return self.catalog.list(limit=self.settings.max_list)
 
     def dataset(self, name: str) -> Manifest:
@@ -128,19 +169,22 @@ class Lake:
         return self.engine.view_schema(manifest.name) or manifest.schema
 
     def drop(self, name: str) -> Manifest:
-        """Drop ``name``: commit a tombstone, then delete its objects."""
-        removed: list[Manifest] = []
-
-        def build(head: Manifest | None) -> Manifest:
-            if head is None:
-                raise NotFound(f"dataset {name!r} not found")
-            removed[:] = [head]
-            return tombstone(head)
-
-        self.catalog.commit(name, build)
-        old = removed[0]
+        """Drop ``name``: delete its table log (it vanishes for every server at its next
+        freshness check), then its live data files. Returns the last manifest."""
+        old = self.catalog.drop(name)
         self._delete_quietly(old.objects)
         return old
+
+    def versions(self, name: str, limit: int = 1000) -> list[dict[str, object]]:
+        """The dataset's versions, newest first (at most ``limit``): ``version``,
+        ``timestamp`` (ISO 8601 UTC), ``operation`` (WRITE, CREATE TABLE, OPTIMIZE...),
+        ``rows_added`` and ``rows_total`` (None when the commit did not record them)."""
+        return self.travel.versions(name, limit)
+
+    def compact(self, name: str) -> dict[str, object]:
+        """Rewrite the dataset's small files into large ones now (rows and answers
+        unchanged); returns ``{"dataset", "version", "files_before", "files_after"}``."""
+        return self.compactor.compact(name)
 
     # -- ingest --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -151,6 +195,19 @@ class Lake:
                 f"all {self.settings.max_concurrent_ingests} ingest slots are busy; retry shortly"
             )
         with self._active_lock:
+            self._in_slots += 1
+        try:
+            with self.writing(name):
+                yield
+        finally:
+            with self._active_lock:
+                self._in_slots -= 1
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def writing(self, name: str) -> Iterator[None]:
+        """Mark files being written under ``data/NAME/`` (gc never sweeps them meanwhile)."""
+        with self._active_lock:
             self._active_ingests[name] = self._active_ingests.get(name, 0) + 1
         try:
             yield
@@ -159,12 +216,11 @@ class Lake:
                 self._active_ingests[name] -= 1
                 if not self._active_ingests[name]:
                     del self._active_ingests[name]
-            self._slots.release()
 
     @property
     def active_ingests(self) -> int:
         with self._active_lock:
-            return sum(self._active_ingests.values())
+            return self._in_slots
 
     def ingest_arrow(
         self,
@@ -172,41 +228,81 @@ class Lake:
         schema: pa.Schema,
         batches: Iterable[pa.RecordBatch],
         mode: str | None = "append",
+        idempotency_key: str | None = None,
     ) -> IngestResult:
-        """Ingest an Arrow stream into dataset ``name``."""
+        """Ingest an Arrow stream into dataset ``name``.
+
+        With an ``idempotency_key`` (1-128 printable ASCII characters) already committed on
+        this dataset (by any server, kept with the commit in the Delta log) nothing is
+        written and the first result is answered with ``replayed=True``."""
         validate_name(name)
         mode = check_mode(mode)
+        key = _check_key(idempotency_key)
         with self.ingest_slot(name):
+            replayed = self._replayed(name, key)
+            if replayed is not None:
+                return replayed
             head = self._precheck(name, mode)
             target = head.schema if head is not None and mode == "append" else None
             new = write_arrow(self.storage, name, schema, batches, target=target)
-            return self._commit(name, mode, new)
+            return self._commit(name, mode, new, key)
 
     def ingest_csv(
-        self, name: str, chunks: Iterable[bytes | memoryview], mode: str | None = "append"
+        self,
+        name: str,
+        chunks: Iterable[bytes | memoryview],
+        mode: str | None = "append",
+        idempotency_key: str | None = None,
     ) -> IngestResult:
-        """Ingest CSV bytes (streamed in chunks) into dataset ``name``."""
+        """Ingest CSV bytes (streamed in chunks) into dataset ``name`` (``idempotency_key``
+        as in ``ingest_arrow``)."""
         validate_name(name)
         mode = check_mode(mode)
+        key = _check_key(idempotency_key)
         with self.ingest_slot(name):
+            replayed = self._replayed(name, key)
+            if replayed is not None:
+                return replayed
             head = self._precheck(name, mode)
             with spool(chunks, self.settings.spool_dir) as (path, size):
-                return self._ingest_spooled_csv(name, mode, head, path, size)
+                return self._ingest_spooled_csv(name, mode, head, path, size, key)
 
-    def ingest_csv_file(self, name: str, path: Path, mode: str | None = "append") -> IngestResult:
+    def ingest_csv_file(
+        self,
+        name: str,
+        path: Path,
+        mode: str | None = "append",
+        idempotency_key: str | None = None,
+    ) -> IngestResult:
         """Ingest a CSV file already on local disk (e.g. an HTTP upload's spool)."""
         validate_name(name)
         mode = check_mode(mode)
+        key = _check_key(idempotency_key)
         with self.ingest_slot(name):
+            replayed = self._replayed(name, key)
+            if replayed is not None:
+                return replayed
             head = self._precheck(name, mode)
-            return self._ingest_spooled_csv(name, mode, head, path, path.stat().st_size)
+            return self._ingest_spooled_csv(name, mode, head, path, path.stat().st_size, key)
 
     def _ingest_spooled_csv(
-        self, name: str, mode: str, head: Manifest | None, path: Path, size: int
+        self,
+        name: str,
+        mode: str,
+        head: Manifest | None,
+        path: Path,
+        size: int,
+        key: str | None = None,
     ) -> IngestResult:
         target = head.schema if head is not None and mode == "append" else None
         new = write_csv(self.storage, name, path, size, target=target)
-        return self._commit(name, mode, new)
+        return self._commit(name, mode, new, key)
+
+    def _replayed(self, name: str, key: str | None) -> IngestResult | None:
+        if key is None:
+            return None
+        committed = self.catalog.replay(name, key)
+        return None if committed is None else IngestResult.of(name, committed)
 
     def _precheck(self, name: str, mode: str) -> Manifest | None:
         head = self.catalog.find(name)
@@ -214,57 +310,20 @@ class Lake:
             raise Conflict(f"dataset {name!r} already exists (mode=create)")
         return head
 
-    def _commit(self, name: str, mode: str, new: NewObjects) -> IngestResult:
-        schema = normalize_schema(new.schema)
-        replaced: list[Manifest] = []
-
-        def build(head: Manifest | None) -> Manifest:
-            if head is None or mode == "overwrite":
-                if head is not None and mode == "create":
-                    raise Conflict(f"dataset {name!r} already exists (mode=create)")
-                if head is not None:
-                    replaced[:] = [head]
-                return new_manifest(name, head, schema, new.keys, new.rows, new.sizes)
-            if mode == "create":
-                raise Conflict(f"dataset {name!r} already exists (mode=create)")
-            if head.schema_fingerprint != schema_fingerprint(schema):
-                raise Conflict(
-                    f"schema conflict for dataset {name!r}: "
-                    f"{schema_difference(head.schema, schema)}"
-                )
-            old = zip(head.objects, head.object_rows, head.object_bytes, strict=True)
-            added = zip(new.keys, new.rows, new.sizes, strict=True)
-            # Empty objects only carry a schema: keep one only while the dataset is empty.
-            files = [f for f in (*old, *added) if f[1] > 0] or [
-                *zip(head.objects, head.object_rows, head.object_bytes, strict=True)
-            ]
-            return new_manifest(
-                name,
-                head,
-                schema,
-                tuple(f[0] for f in files),
-                tuple(f[1] for f in files),
-                tuple(f[2] for f in files),
-            )
-
+    def _commit(
+        self, name: str, mode: str, new: NewObjects, key: str | None = None
+    ) -> IngestResult:
+        new = replace(new, schema=normalize_schema(new.schema))
         try:
-            manifest = self.catalog.commit(name, build)
+            committed = self.catalog.commit(name, mode, new, key)
         except BaseException:
             self._delete_quietly(new.keys)
             raise
-        assert manifest is not None
-        unused = set(new.keys) - set(manifest.objects)
-        self._delete_quietly(unused)
-        if replaced:
-            # Old objects of an overwritten version: in-flight queries may still read them,
-            # so they are left to the gc sweep, which waits a grace period counted from now.
-            now = time.time()
-            with self._active_lock:
-                self._retired.update(dict.fromkeys(replaced[0].objects, now))
-            log.info(
-                "dataset %s overwritten; %d old objects await gc", name, len(replaced[0].objects)
-            )
-        return IngestResult(name, new.row_count, manifest.version, manifest)
+        if committed.replayed:
+            self._delete_quietly(new.keys)  # a retry of a committed ingest: keep the first
+        else:
+            self.compactor.committed(committed.manifest)
+        return IngestResult.of(name, committed)
 
     def _delete_quietly(self, keys: Iterable[str]) -> None:
         keys = list(keys)
@@ -307,30 +366,21 @@ class Lake:
         return exc
 
     # -- housekeeping --------------------------------------------------------------------
-    def gc(self, grace_seconds: float | None = None) -> list[str]:
-        """Delete data objects no manifest references and older than the grace period."""
+    def gc(
+        self, grace_seconds: float | None = None, retention_hours: float | None = None
+    ) -> list[str]:
+        """Vacuum every dataset: delete files that no version younger than
+        ``retention_hours`` needs, and files of failed or killed writes (in no version)
+        older than ``grace_seconds``; never a file of an ingest or compaction running here.
+        Returns the deleted keys."""
         grace = self.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
-        self.refresh()
-        referenced = self.catalog.referenced_keys()
-        cutoff = time.time() - grace
+        hours = self.settings.retention_hours if retention_hours is None else retention_hours
+        self.catalog.refresh_listing(force=True)
         with self._active_lock:
-            # objects of ingests running in this process are never swept, however old
-            busy = tuple(f"{DATA_PREFIX}/{name}/" for name in self._active_ingests)
-            retired = dict(self._retired)
-        doomed = [
-            o.key
-            for o in self.storage.list(DATA_PREFIX)
-            if o.key not in referenced
-            and not o.key.startswith(busy)
-            # unreferenced since an overwrite: the grace counts from then; else from writing
-            and retired.get(o.key, o.mtime) <= cutoff
-        ]
-        self._delete_quietly(doomed)
-        with self._active_lock:
-            for key in doomed:
-                self._retired.pop(key, None)
+            busy = {f"{DATA_PREFIX}/{name}/" for name in self._active_ingests}
+        doomed = compaction.sweep(self.catalog, self.storage, grace, hours, busy)
         if doomed:
-            log.info("gc removed %d unreferenced objects", len(doomed))
+            log.info("gc removed %d files", len(doomed))
         return doomed
 
     def start_sweeper(self, interval_seconds: float) -> threading.Thread:
@@ -354,16 +404,8 @@ class Lake:
         return thread
 
     def refresh(self) -> list[str]:
-        """Re-read the catalog from the store (other writers' commits) and update views."""
-        before = {m.name: m.version for m in self.catalog.list()}
-        warnings = self.catalog.load()
-        after = {m.name: m for m in self.catalog.list()}
-        for name in before.keys() - after.keys():
-            self.engine.drop_view(name)
-        for name, manifest in after.items():
-            if before.get(name) != manifest.version:
-                self._set_view(manifest)
-        return warnings
+        """Re-read every table from the store now (other writers' commits); views follow."""
+        return self.catalog.load()
 
     def health(self, details: bool = False) -> dict[str, object]:
         """``{"status": "ok" | "unavailable", "service": "flightlake"}``: whether the object
@@ -388,4 +430,9 @@ class Lake:
 
     def close(self) -> None:
         self._closed.set()
+        self.compactor.close()
         self.engine.close()
+
+
+def _check_key(key: str | None) -> str | None:
+    return None if key is None else validate_idempotency_key(key)

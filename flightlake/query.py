@@ -15,8 +15,10 @@ import glob
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,12 @@ class QueryEngine:
         self._schemas: dict[str, pa.Schema] = {}
         self._count_lock = threading.Lock()
         self._active = 0
+        #: called with the dataset names a query reads, before they are resolved (the lake
+        #: brings them up to date: freshness across servers)
+        self.on_tables: Callable[[set[str]], None] | None = None
+        #: resolves (dataset, "VERSION" | "TIMESTAMP", value) -> (version, file keys)
+        self.time_travel: Callable[[str, str, object], tuple[int, tuple[str, ...]]] | None = None
+        self._version_views: OrderedDict[str, None] = OrderedDict()
         if storage.is_s3:
             self._setup_s3()
         data_root = storage.root_url.rstrip("/") + "/data/"
@@ -184,6 +192,8 @@ class QueryEngine:
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
         self._audit(sql)
+        if _AT_CLAUSE.search(sql):
+            return self._time_travel(sql)
         return sql
 
     def _audit(self, sql: str) -> None:
@@ -205,6 +215,15 @@ class QueryEngine:
             if isinstance(node.get("cte_map"), dict)
             for entry in node["cte_map"].get("map", [])
         }
+        if self.on_tables is not None:
+            self.on_tables(
+                {
+                    str(n.get("table_name", ""))
+                    for n in nodes
+                    if n.get("type") == "BASE_TABLE"
+                    and str(n.get("table_name", "")).lower() not in ctes
+                }
+            )
         with self._ddl:
             views = {v.lower() for v in self._views}
         for node in nodes:
@@ -247,7 +266,7 @@ class QueryEngine:
 
     def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
         """The result schema of ``sql`` without running it to completion."""
-        self.check(sql)
+        sql = self.check(sql)
         cursor = self._cursor()
         try:
             rel = cursor.sql(sql, params=params)
@@ -268,7 +287,7 @@ class QueryEngine:
         The cursor lives as long as the reader is being consumed; the query is interrupted
         after ``query_timeout`` seconds or when the reader is closed early.
         """
-        self.check(sql)
+        sql = self.check(sql)
         cursor = self._cursor()
         timer = threading.Timer(self.settings.query_timeout, cursor.interrupt)
         timer.daemon = True
@@ -304,6 +323,114 @@ class QueryEngine:
     def close(self) -> None:
         self._con.close()
         self._tmp.cleanup()
+
+    # -- time travel ---------------------------------------------------------------------
+    def _time_travel(self, sql: str) -> str:
+        """``sql`` with each ``name AT (VERSION => n | TIMESTAMP => t)`` replaced by a view
+        over exactly that version's files (resolved by ``time_travel`` from the table log;
+        the client names only a dataset and a version, never a file)."""
+        cursor = self._con.cursor()
+        try:
+            row = cursor.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()
+        finally:
+            cursor.close()
+        tree = json.loads(row[0]) if row else {}
+        refs = [
+            n
+            for n in _walk(tree.get("statements", []))
+            if n.get("type") == "BASE_TABLE" and isinstance(n.get("at_clause"), dict)
+        ]
+        if not refs:
+            return sql
+        if self.time_travel is None:
+            raise QueryError("AT (...) time travel is not available here")
+        raw = sql.encode()
+        edits: list[tuple[int, int, bytes]] = []
+        for node in refs:
+            start = int(node.get("query_location", -1))
+            span = _at_span(raw, start)
+            if span is None:
+                raise QueryError("cannot read the AT (...) clause; write name AT (VERSION => n)")
+            open_paren, close_paren = span
+            unit = str(node["at_clause"].get("unit", "")).upper()
+            inner = raw[open_paren + 1 : close_paren].decode()
+            expr = inner.split("=>", 1)[1] if "=>" in inner else ""
+            value = self._evaluate(expr, unit)
+            table = str(node.get("table_name", ""))
+            version, keys = self.time_travel(table, unit, value)
+            view = self._version_view(table, version, keys)
+            alias = "" if node.get("alias") else f" AS {quote_ident(table)}"
+            edits.append((start, close_paren + 1, (quote_ident(view) + alias).encode()))
+        for start, end, text in sorted(edits, reverse=True):
+            raw = raw[:start] + text + raw[end:]
+        return raw.decode()
+
+    def _evaluate(self, expr: str, unit: str) -> object:
+        """The value of an AT clause's expression (checked like any SQL): a timestamp as
+        milliseconds since the epoch (UTC), anything else as DuckDB returns it."""
+        probe = (
+            f"SELECT epoch_ms(({expr})::TIMESTAMPTZ)" if unit == "TIMESTAMP" else f"SELECT ({expr})"
+        )
+        self.check(probe)
+        cursor = self._cursor()
+        try:
+            row = cursor.execute(probe).fetchone()
+        except duckdb.Error as exc:
+            raise QueryError(f"AT (...): {exc}") from exc
+        finally:
+            cursor.close()
+        return row[0] if row else None
+
+    def _version_view(self, table: str, version: int, keys: tuple[str, ...]) -> str:
+        """A view over one version's files, kept for the last VERSION_VIEWS versions used."""
+        view = f"__flightlake_{table.lower()}@{version}"
+        with self._ddl:
+            if view in self._version_views:
+                self._version_views.move_to_end(view)
+                return view
+        urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
+        with self._ddl:
+            try:
+                self._con.execute(
+                    f"CREATE OR REPLACE VIEW {quote_ident(view)} AS "
+                    f"SELECT * FROM read_parquet([{urls}])"
+                )
+            except duckdb.Error as exc:
+                raise StorageError(f"cannot read version {version} of {table}: {exc}") from exc
+            self._version_views[view] = None
+            while len(self._version_views) > VERSION_VIEWS:
+                old, _ = self._version_views.popitem(last=False)
+                self._con.execute(f"DROP VIEW IF EXISTS {quote_ident(old)}")
+        return view
+
+
+VERSION_VIEWS = 64
+_AT_CLAUSE = re.compile(r"\bAT\s*\(", re.IGNORECASE)
+
+
+def _at_span(raw: bytes, start: int) -> tuple[int, int] | None:
+    """Byte offsets of the parentheses of the AT clause following the table reference that
+    starts at ``start`` (quotes inside are skipped)."""
+    match = re.compile(rb"\bAT\s*\(", re.IGNORECASE).search(raw, max(start, 0))
+    if match is None:
+        return None
+    open_paren = match.end() - 1
+    depth = 0
+    quote = 0
+    for i in range(open_paren, len(raw)):
+        c = raw[i]
+        if quote:
+            if c == quote:
+                quote = 0
+        elif c in (0x27, 0x22):  # ' or "
+            quote = c
+        elif c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                return open_paren, i
+    return None
 
 
 def _walk(node: object) -> Iterator[dict[str, Any]]:

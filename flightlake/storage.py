@@ -29,6 +29,7 @@ from flightlake.config import Settings
 from flightlake.errors import InvalidInput, NotFound, StorageError
 
 MAX_KEY_BYTES = 1024
+_Keys = list[str]  # (Storage has a method named list)
 
 
 def validate_key(key: str) -> str:
@@ -242,6 +243,11 @@ class Storage:
             with self._io(f"closing {key}"):
                 raise failed[0]
 
+    def open_input(self, key: str) -> pa.NativeFile:
+        """A seekable reader of ``key`` (e.g. for pyarrow.parquet)."""
+        with self._io(f"opening {key}"):
+            return self.fs.open_input_file(self.path(key))
+
     def read_bytes(self, key: str) -> bytes:
         with self._io(f"reading {key}"), self.fs.open_input_stream(self.path(key)) as f:
             return bytes(f.read())
@@ -330,6 +336,49 @@ class Storage:
                 continue
             mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
             yield ObjectInfo(name, int(info.size or 0), mtime)
+
+    def list_after(self, prefix: str, start_after: str, limit: int) -> _Keys:
+        """Up to ``limit`` keys under ``prefix`` (a folder-like key) that sort after
+        ``start_after``, in order: one LIST request on S3."""
+        if self.is_s3:
+            with self._io(f"listing {prefix}"):
+                answer = self.boto.list_objects_v2(
+                    Bucket=self.bucket,
+                    Prefix=self._s3_key(prefix),
+                    StartAfter=self._s3_key(start_after),
+                    MaxKeys=limit,
+                )
+            cut = len(self.prefix) + 1 if self.prefix else 0
+            return [o["Key"][cut:] for o in answer.get("Contents", [])]
+        folder = Path(self.path(prefix.rstrip("/")))
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            return []
+        base = prefix.rstrip("/") + "/"
+        keys = [base + n for n in names if base + n > start_after]
+        return keys[:limit]
+
+    def exists(self, key: str) -> bool:
+        with self._io(f"checking {key}"):
+            if not self.is_s3:
+                return os.path.exists(self.path(key))
+            info = self.fs.get_file_info(self.path(key))
+            return bool(info.type != pafs.FileType.NotFound)
+
+    def folders(self, prefix: str, limit: int) -> _Keys:
+        """The names of the folders directly under ``prefix``, sorted, at most ``limit``."""
+        base = f"{self._base}/{prefix.strip('/')}"
+        with self._io(f"listing {prefix}"):
+            infos = self.fs.get_file_info(
+                pafs.FileSelector(base, recursive=False, allow_not_found=True)
+            )
+        names = sorted(
+            i.path.rstrip("/").rsplit("/", 1)[-1]
+            for i in infos
+            if i.type == pafs.FileType.Directory
+        )
+        return names[:limit]
 
     def check(self) -> None:
         """Raise StorageError unless the store answers (one request, bounded like every

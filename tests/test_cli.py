@@ -45,7 +45,7 @@ def test_cli_smoke_local(tmp_path: Path) -> None:
     env = {"FLIGHTLAKE_STORAGE": str(tmp_path / "lake")}
     with serve(env) as location:
         out = cli("ingest", str(csv), "--name", "tiny", "--server", location).stdout
-        assert "tiny: 3 rows written (version 1)" in out
+        assert "tiny: 3 rows written (version 0)" in out
         assert sql_json(location, "SELECT count(*) AS n FROM tiny") == [{"n": 3}]
         table = cli(
             "sql",
@@ -70,7 +70,9 @@ def test_cli_smoke_local(tmp_path: Path) -> None:
         assert missing.returncode == 1
         assert "not found" in missing.stderr
         assert "dropped tiny" in cli("drop", "tiny", "--server", location).stdout
-    assert (tmp_path / "lake" / "_catalog").is_dir()
+    assert (tmp_path / "lake" / "data" / "tiny").is_dir()  # the Delta table folder
+    log = tmp_path / "lake" / "data" / "tiny" / "_delta_log"
+    assert not log.exists() or list(log.iterdir()) == []  # dropped: no commit left
 
 
 def test_cli_unreachable_server_is_one_line() -> None:
@@ -131,3 +133,33 @@ def test_g0_gate_on_s3(s3_env: dict[str, str], workers_csv_500k: Path) -> None:
             {"n": 500000 + 1234}
         ]
         client.close()
+
+
+def test_cli_versions_and_compact(tmp_path: Path) -> None:
+    csv = tmp_path / "v.csv"
+    csv.write_text("id\n1\n2\n")
+    env = {"FLIGHTLAKE_STORAGE": str(tmp_path / "lake"), "FLIGHTLAKE_COMPACT_FILES": "0"}
+    with serve(env) as location:
+        for _ in range(3):
+            cli("ingest", str(csv), "--name", "v", "--server", location)
+        out = cli("compact", "v", "--server", location).stdout
+        assert out == "v: 3 files -> 1 (version 3)\n"
+        listed = json.loads(cli("versions", "v", "--json", "--server", location).stdout)
+        assert [(v["version"], v["operation"]) for v in listed] == [
+            (3, "COMPACT"),
+            (2, "WRITE"),
+            (1, "WRITE"),
+            (0, "CREATE TABLE"),
+        ]
+        table = cli("versions", "v", "--server", location).stdout
+        assert table.splitlines()[0].split() == [
+            "version",
+            "timestamp",
+            "operation",
+            "rows_added",
+            "rows_total",
+        ]
+        assert sql_json(location, "SELECT count(*) AS n FROM v AT (VERSION => 0)") == [{"n": 2}]
+        missing = cli("versions", "nope", "--server", location, check=False)
+        assert missing.returncode == 1
+        assert "not found" in missing.stderr

@@ -103,9 +103,9 @@ def check_sales_output(out: str, version: int) -> None:
 def test_pyarrow_flight_example(local_server: ServerProcess, tmp_path: Path) -> None:
     out = run_example("pyarrow_flight.py", "--server", local_server.flight, cwd=tmp_path)
     assert out.startswith('health: {"status": "ok"')
-    check_sales_output(out, version=1)
+    check_sales_output(out, version=0)
     again = run_example("pyarrow_flight.py", "--server", local_server.flight, cwd=tmp_path)
-    check_sales_output(again, version=2)  # mode=overwrite: a re-run replaces the dataset
+    check_sales_output(again, version=1)  # mode=overwrite: a re-run replaces the dataset
     assert rows(local_server, "SELECT count(*) AS n FROM example_sales") == [{"n": 8}]
 
 
@@ -134,13 +134,13 @@ def test_pyarrow_flight_example_with_another_csv(
 def test_pyarrow_flight_example_on_s3(s3_env: dict[str, str], tmp_path: Path) -> None:
     with running_server(s3_env, tmp_path) as server:
         out = run_example("pyarrow_flight.py", "--server", server.flight, cwd=tmp_path)
-        check_sales_output(out, version=1)
+        check_sales_output(out, version=0)
     with running_server(s3_env, tmp_path) as server:  # the data outlives the server
         assert rows(server, "SELECT count(*) AS n FROM example_sales") == [{"n": 8}]
 
 
 def test_pandas_polars_example(local_server: ServerProcess, tmp_path: Path) -> None:
-    for pandas_version, polars_version in ((1, 2), (3, 4)):  # overwrite, then append
+    for pandas_version, polars_version in ((0, 1), (2, 3)):  # overwrite, then append
         out = run_example("pandas_polars.py", "--server", local_server.flight, cwd=tmp_path)
         assert (
             f'from pandas: {{"dataset": "example_readings", "rows_written": 5, '
@@ -190,7 +190,7 @@ def test_adbc_example(local_server: ServerProcess, tmp_path: Path) -> None:
 )
 def test_curl_example(local_server: ServerProcess, tmp_path: Path) -> None:
     assert shutil.which("curl"), "curl is needed to run clients/curl.sh"
-    for version in (1, 2):
+    for version in (0, 1):
         out = run_example("curl.sh", "--http", local_server.http, cwd=tmp_path)
         sections = dict(re.findall(r"^== ([^\n]+)\n(.*?)(?=^== |\Z)", out, re.M | re.S))
         assert json.loads(sections["health"])["status"] == "ok"

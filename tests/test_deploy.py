@@ -491,7 +491,7 @@ def test_compose_environment_serves_on_s3(
         .list_objects_v2(Bucket=s3_bucket, Prefix=prefix + "/")
         .get("Contents", [])
     ]
-    assert any(k.startswith(f"{prefix}/_catalog/compose_smoke/") for k in keys)
+    assert any(k.startswith(f"{prefix}/data/compose_smoke/_delta_log/") for k in keys)
     assert any(k.startswith(f"{prefix}/data/") for k in keys)
 
 

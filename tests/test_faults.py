@@ -52,7 +52,8 @@ def bucket_keys(s3_server, bucket: str, prefix: str = "lake/data/") -> set[str]:
     pages = (
         s3_server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     )
-    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+    keys = {o["Key"] for page in pages for o in page.get("Contents", [])}
+    return {k for k in keys if "/_delta_log/" not in k}  # the Parquet objects
 
 
 def put(client: flight.FlightClient, name: str, table: pa.Table) -> None:

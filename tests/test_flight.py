@@ -48,9 +48,9 @@ def people(n: int) -> pa.Table:
 
 def test_do_put_path_appends_and_answers_json(srv: Running) -> None:
     answer = put(srv.client, flight.FlightDescriptor.for_path("people"), people(2500))
-    assert answer == {"dataset": "people", "rows_written": 2500, "version": 1}
+    assert answer == {"dataset": "people", "rows_written": 2500, "version": 0}
     answer = put(srv.client, flight.FlightDescriptor.for_path("people"), people(10))
-    assert answer == {"dataset": "people", "rows_written": 10, "version": 2}
+    assert answer == {"dataset": "people", "rows_written": 10, "version": 1}
     assert sql(srv.client, "SELECT count(*) AS c FROM people").to_pylist() == [{"c": 2510}]
 
 
@@ -196,3 +196,29 @@ def test_flight_info_schema_is_what_do_get_streams(srv: Running) -> None:
     assert info.schema == streamed.schema
     listed = next(iter(srv.client.list_flights()))
     assert listed.schema == streamed.schema
+
+
+def test_versions_compact_and_time_travel_over_flight(srv: Running) -> None:
+    descriptor = flight.FlightDescriptor.for_path("tv")
+    for _ in range(3):
+        put(srv.client, descriptor, people(2))
+
+    def action(kind: str, body: bytes) -> object:
+        return json.loads(next(srv.client.do_action(flight.Action(kind, body))).body.to_pybytes())
+
+    listed = action("versions", b"tv")
+    assert [(v["version"], v["rows_added"], v["rows_total"]) for v in listed] == [  # type: ignore[index]
+        (2, 2, 6),
+        (1, 2, 4),
+        (0, 2, 2),
+    ]
+    report = action("compact", b"tv")
+    assert report == {"dataset": "tv", "version": 3, "files_before": 3, "files_after": 1}
+    assert sql(srv.client, "SELECT count(*) AS n FROM tv AT (VERSION => 1)").to_pylist() == [
+        {"n": 4}
+    ]
+    assert sql(srv.client, "SELECT count(*) AS n FROM tv").to_pylist() == [{"n": 6}]
+    with pytest.raises(pa.ArrowKeyError, match="no version 9"):
+        sql(srv.client, "SELECT * FROM tv AT (VERSION => 9)")
+    with pytest.raises(pa.ArrowKeyError, match="not found"):
+        action("versions", b"nope")

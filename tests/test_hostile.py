@@ -136,7 +136,7 @@ def test_bad_dataset_names_over_flight(srv: Running, name: str, problem: str) ->
     with pytest.raises(pa.ArrowInvalid, match=problem):
         put_command(srv.client, command, table)
     assert list(srv.lake.storage.list("data")) == []
-    assert list(srv.lake.storage.list("_catalog")) == []
+    assert list(srv.lake.storage.list("_catalog")) == []  # nor a 0.1-style manifest
 
 
 @pytest.mark.parametrize(

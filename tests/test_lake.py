@@ -32,7 +32,8 @@ def rows(lake: Lake, sql: str) -> list[dict]:
 
 
 def data_keys(lake: Lake) -> set[str]:
-    return {o.key for o in lake.storage.list("data")}
+    """The Parquet objects under data/ (the Delta logs left out)."""
+    return {o.key for o in lake.storage.list("data") if "/_delta_log/" not in o.key}
 
 
 def csv(text: str) -> list[bytes]:
@@ -44,7 +45,7 @@ def test_csv_ingest_infers_types_and_queries(lake: Lake) -> None:
     result = lake.ingest_csv(
         "people", csv("id,name,score,born,ok\n1,ann,1.5,2020-01-02,true\n2,,2.5,2021-03-04,false\n")
     )
-    assert (result.rows_written, result.version) == (2, 1)
+    assert (result.rows_written, result.version) == (2, 0)  # Delta versions start at 0
     schema = lake.dataset("people").schema
     assert [str(f.type) for f in schema] == ["int64", "string", "double", "date32[day]", "bool"]
     assert rows(lake, "SELECT id, name FROM people ORDER BY id") == [
@@ -142,7 +143,7 @@ def test_arrow_append_overwrite_create(lake: Lake) -> None:
     t = table(10)
     first = lake.ingest_arrow("t", t.schema, t.to_batches())
     second = lake.ingest_arrow("t", t.schema, table(5, 10).to_batches())
-    assert (first.version, second.version) == (1, 2)
+    assert (first.version, second.version) == (0, 1)
     assert first.manifest.dataset_id == second.manifest.dataset_id  # idempotent by name+schema
     assert lake.dataset("t").row_count == 15
     assert rows(lake, "SELECT count(*) AS c FROM t") == [{"c": 15}]
@@ -207,20 +208,24 @@ def test_catalog_survives_restart(lake: Lake) -> None:
         again.close()
 
 
-def test_garbage_manifest_is_skipped_not_fatal(lake: Lake) -> None:
+def test_unreadable_table_is_skipped_not_fatal(lake: Lake) -> None:
+    """A table folder whose Delta log is garbage is reported at start and skipped; the
+    other datasets load and keep taking commits."""
     t = table(4)
     lake.ingest_arrow("ok", t.schema, t.to_batches())
     lake.ingest_arrow("ok", t.schema, t.to_batches())
-    assert lake.storage.put_if_absent("_catalog/ok/v0000000003.json", b"{not json")
-    assert lake.storage.put_if_absent("_catalog/torn/v0000000001.json", b'{"name": "torn"')
+    log = "data/torn/_delta_log/00000000000000000000.json"
+    assert lake.storage.put_if_absent(log, b'{"commitInfo": {"torn')
     again = reopen(lake)
     try:
-        assert len(again.load_warnings) == 2
-        assert again.dataset("ok").version == 2  # falls back to the last readable version
+        assert len(again.load_warnings) == 1
+        assert "data/torn" in again.load_warnings[0]
         assert [m.name for m in again.datasets()] == ["ok"]
-        again.ingest_arrow("ok", t.schema, t.to_batches())  # next commit skips the bad number
-        assert again.dataset("ok").version == 4
+        assert again.dataset("ok").version == 1
+        again.ingest_arrow("ok", t.schema, t.to_batches())
+        assert again.dataset("ok").version == 2
         assert again.dataset("ok").row_count == 12
+        assert rows(again, "SELECT count(*) AS c FROM ok") == [{"c": 12}]
     finally:
         again.close()
 
@@ -242,7 +247,7 @@ def test_concurrent_appends_keep_every_row(lake: Lake) -> None:
         th.join()
     assert errors == []
     assert rows(lake, "SELECT count(*) AS c FROM par") == [{"c": 4000}]
-    assert lake.dataset("par").version == 4
+    assert lake.dataset("par").version == 3
 
 
 def test_two_lakes_on_one_store_do_not_lose_commits(lake: Lake) -> None:
@@ -256,7 +261,7 @@ def test_two_lakes_on_one_store_do_not_lose_commits(lake: Lake) -> None:
         again = reopen(lake)
         try:
             assert again.dataset("shared").row_count == 30
-            assert again.dataset("shared").version == 3
+            assert again.dataset("shared").version == 2
         finally:
             again.close()
     finally:
@@ -293,16 +298,37 @@ def test_sandbox_refuses_writes_files_and_multiple_statements(lake: Lake) -> Non
     assert rows(lake, "SELECT a FROM t") == [{"a": 1}]
 
 
-def test_overwrite_leaves_old_objects_to_gc(lake: Lake) -> None:
+def test_overwrite_keeps_old_files_for_the_retention(lake: Lake) -> None:
     t = table(5)
     lake.ingest_arrow("o", t.schema, t.to_batches())
     old = set(lake.dataset("o").objects)
-    lake.ingest_arrow("o", t.schema, t.to_batches(), mode="overwrite")
-    assert old <= data_keys(lake)  # in-flight readers may still need them
-    assert lake.gc(grace_seconds=3600) == []  # too young
-    assert set(lake.gc(grace_seconds=0)) == old
+    lake.ingest_arrow("o", t.schema, table(2).to_batches(), mode="overwrite")
+    assert old <= data_keys(lake)  # in-flight readers and time travel may still need them
+    assert lake.gc(grace_seconds=0, retention_hours=1) == []  # within the retention
+    assert rows(lake, "SELECT count(*) AS c FROM o AT (VERSION => 0)") == [{"c": 5}]
+    assert set(lake.gc(grace_seconds=0, retention_hours=0)) == old
     assert data_keys(lake) == set(lake.dataset("o").objects)
-    assert rows(lake, "SELECT count(*) AS c FROM o") == [{"c": 5}]
+    assert rows(lake, "SELECT count(*) AS c FROM o") == [{"c": 2}]
+    with pytest.raises(NotFound, match="no longer available"):
+        rows(lake, "SELECT count(*) AS c FROM o AT (VERSION => 0)")
+
+
+def test_gc_removes_files_of_killed_writes_after_the_grace(lake: Lake) -> None:
+    """Files a killed ingest left (written, never committed) are in no version: gc removes
+    them once older than the grace period, in a table folder and in a folder with no table."""
+    t = table(5)
+    lake.ingest_arrow("k", t.schema, t.to_batches())
+    live = set(lake.dataset("k").objects)
+    for key in ("data/k/deadbeef-00000.parquet", "data/never/deadbeef-00000.parquet"):
+        with lake.storage.open_output(key) as out:
+            out.write(b"PAR1 half-written")
+    assert lake.gc(grace_seconds=3600) == []
+    assert set(lake.gc(grace_seconds=0)) == {
+        "data/k/deadbeef-00000.parquet",
+        "data/never/deadbeef-00000.parquet",
+    }
+    assert data_keys(lake) == live
+    assert rows(lake, "SELECT count(*) AS c FROM k") == [{"c": 5}]
 
 
 def test_new_commit_is_visible_to_the_next_query(lake: Lake) -> None:
@@ -429,7 +455,7 @@ def test_query_path_uses_the_read_only_credential(s3_server, s3_bucket: str) -> 
         wrong.close()
 
 
-def test_gc_grace_counts_from_the_overwrite_not_the_write(lake: Lake) -> None:
+def test_gc_retention_counts_from_the_overwrite_not_the_write(lake: Lake) -> None:
     """Regression: objects replaced by an overwrite were swept at once when they had been
     written long ago, under queries that may still read them."""
     t = table(5)
@@ -437,9 +463,9 @@ def test_gc_grace_counts_from_the_overwrite_not_the_write(lake: Lake) -> None:
     old = set(lake.dataset("old").objects)
     time.sleep(1.2)
     lake.ingest_arrow("old", t.schema, t.to_batches(), mode="overwrite")
-    assert lake.gc(grace_seconds=1) == []  # written > 1 s ago, but unreferenced just now
-    time.sleep(1.2)
-    assert set(lake.gc(grace_seconds=1)) == old
+    assert lake.gc(grace_seconds=1) == []  # written > 1 s ago, but replaced just now
+    assert old <= data_keys(lake)
+    assert set(lake.gc(grace_seconds=1, retention_hours=0)) == old
 
 
 def test_gc_never_sweeps_a_running_ingest(lake: Lake) -> None:

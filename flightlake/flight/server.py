@@ -47,10 +47,13 @@ ACTIONS = {
     "status": "Health with details (version, datasets, storage, error) as JSON; never fails.",
     "drop": "Drop a dataset; body: the dataset name.",
     "list": "All datasets' manifests as JSON.",
-    "gc": "Delete unreferenced objects older than the grace period; body: optional seconds.",
+    "gc": "Vacuum: delete files no version within the retention needs, and files of failed "
+    "writes older than the grace period; body: optional grace seconds.",
+    "versions": "A dataset's versions (version, timestamp, operation, rows); body: the name.",
+    "compact": "Rewrite a dataset's small files into large ones; body: the name.",
     "refresh": "Re-read the catalog from the object store.",
 }
-WRITE_ACTIONS = frozenset({"drop", "gc"})  # need the write role; the others need read
+WRITE_ACTIONS = frozenset({"drop", "gc", "compact"})  # need the write role; the others need read
 
 
 def to_flight_error(exc: FlightlakeError) -> Exception:
@@ -308,7 +311,7 @@ class FlightServer(flight.FlightServerBase):
             rows_in=result.rows_written,
             bytes_in=counter["bytes"],
             version=result.version,
-            **({"replayed": True} if getattr(result, "replayed", False) else {}),
+            **({"replayed": True} if result.replayed else {}),
         )
 
     # -- actions -------------------------------------------------------------------------
@@ -342,6 +345,10 @@ class FlightServer(flight.FlightServerBase):
         elif kind == "gc":
             grace = float(body) if body.strip() else None
             out = {"deleted": self.lake.gc(grace)}
+        elif kind == "versions":
+            out = self.lake.versions(body.decode("utf-8", "replace").strip())
+        elif kind == "compact":
+            out = self.lake.compact(body.decode("utf-8", "replace").strip())
         elif kind == "refresh":
             out = {"warnings": self.lake.refresh()}
         else:
