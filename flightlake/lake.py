@@ -32,7 +32,7 @@ from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound,
 from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
 from flightlake.migrate import migrate_v01
 from flightlake.query import QueryEngine, QueryParams
-from flightlake.storage import Storage
+from flightlake.storage import Storage, is_unreachable
 from flightlake.timetravel import TimeTravel
 
 log = logging.getLogger("flightlake.lake")
@@ -152,6 +152,8 @@ class Lake:
             try:
                 self.catalog.find(name)
             except FlightlakeError as exc:
+                if is_unreachable(exc):  # its data cannot be read either: fail now
+                    raise
                 log.warning("could not check %s for new commits: %s", name, exc)
 
     # -- catalog -------------------------------------------------------------------------

@@ -83,7 +83,8 @@ UNREACHABLE_HOLD_SECONDS = 30.0
 PROBE_CACHE_SECONDS = 2.0
 _UNREACHABLE = re.compile(
     r"timeout|timed out|network_connection|connection (refused|reset|aborted|closed)"
-    r"|could not connect|couldn't connect|connect to endpoint|broken pipe",
+    r"|could not connect|couldn't connect|connect to endpoint|broken pipe"
+    r"|error sending request",
     re.IGNORECASE,
 )
 
@@ -92,8 +93,16 @@ def is_unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the store did not answer (timeout, refused or dropped connection),
     as opposed to answering with an error. From the texts of the AWS SDK (curl codes 7 and
     28, NETWORK_CONNECTION), botocore (ReadTimeoutError, EndpointConnectionError) and
-    DuckDB httpfs ("Timeout was reached")."""
-    return bool(_UNREACHABLE.search(str(exc)))
+    DuckDB httpfs ("Timeout was reached") and delta-rs ("error sending request", "operation
+    timed out"), looked for along the chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if _UNREACHABLE.search(str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Storage:
@@ -207,13 +216,16 @@ class Storage:
 
     def close_output(self, stream: pa.NativeFile, key: str) -> None:
         """Close a stream of ``open_output`` (S3: upload what is buffered and wait for the
-        background part uploads), waiting at most ``2 * request_budget`` seconds.
+        background part uploads), giving up only when the store does not answer.
 
-        pyarrow waits for every queued part, each failing only after ``request_budget`` on a
-        frozen store, so a close could take minutes. Past the deadline (or at once when the
-        store was just found unreachable) the close goes on in a daemon thread and this
-        raises StorageError: the caller commits nothing, and whatever the detached close
-        still writes is unreferenced and swept by gc.
+        pyarrow waits for every queued part, each failing only after ``request_budget`` on
+        a frozen store, so a close could take minutes; on a slow but live store it may
+        rightly take long too. So the close runs in a daemon thread; every
+        ``s3_request_timeout_seconds`` it has not finished, the store probe (at most
+        ``health_probe_seconds``) decides: a store that answers is given more time, one
+        that does not (or was just found unreachable) ends the wait with StorageError. The
+        caller commits nothing, and whatever the detached close still writes is
+        unreferenced and swept by gc. On a frozen store this fails in about 9 s.
         """
         if not self.is_s3:
             with self._io(f"closing {key}"):
@@ -231,14 +243,18 @@ class Storage:
                 done.set()
 
         threading.Thread(target=close, name="flightlake-close", daemon=True).start()
-        wait = 0.0 if self.unreachable else 2 * self.request_budget
-        if not done.wait(wait):
-            with self._state_lock:
-                self._failed_at = time.monotonic()
-            raise StorageError(
-                f"object store error during closing {key}: the upload did not finish "
-                f"within {wait:g} s"
-            )
+        step = max(0.1, self.settings.s3_request_timeout_seconds)
+        while not done.wait(0.0 if self.unreachable else step):
+            probe = self.probe.result()
+            if done.is_set():
+                break
+            if not probe.ok:
+                with self._state_lock:
+                    self._failed_at = time.monotonic()
+                raise StorageError(
+                    f"object store error during closing {key}: the upload did not finish "
+                    f"and the store does not answer ({probe.error})"
+                )
         if failed:
             with self._io(f"closing {key}"):
                 raise failed[0]

@@ -131,7 +131,7 @@ class KeyHeaderFactory(flight.ServerMiddlewareFactory):
         values = headers.get(KEY_HEADER)
         if not values:
             return None
-        value = values[0]
+        value = values[-1]  # ADBC adds a value each time the option is set: the last counts
         return KeyHeader(value.decode("latin-1") if isinstance(value, bytes) else str(value))
 
 
@@ -222,9 +222,10 @@ class FlightServer(flight.FlightServerBase):
     @flight_errors
     def list_flights(self, context: Any, criteria: bytes) -> Iterator[flight.FlightInfo]:
         prefix = criteria.decode("utf-8", "replace") if criteria else ""
-        for manifest in self.lake.datasets():
-            if manifest.name.startswith(prefix):
-                yield self.flight_info(manifest)
+        # built here, not in a generator: an error while pyarrow iterates would escape
+        # flight_errors (and reach the client with a traceback)
+        infos = [self.flight_info(m) for m in self.lake.datasets() if m.name.startswith(prefix)]
+        return iter(infos)
 
     @flight_errors
     def get_flight_info(
@@ -284,7 +285,9 @@ class FlightServer(flight.FlightServerBase):
         start = time.perf_counter()
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
-        key = command.idempotency_key or header_key(context)
+        key = command.idempotency_key
+        if key is None:
+            key = header_key(context)
         if command.format == "csv":
             result = self.lake.ingest_csv(
                 command.dataset,
