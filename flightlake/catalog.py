@@ -30,7 +30,7 @@ import pyarrow as pa
 from flightlake import delta
 from flightlake.delta import DATA_PREFIX, DataFile, NewFile, Snapshot, Tables
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, StorageError
-from flightlake.storage import Storage, is_unreachable, validate_key
+from flightlake.storage import Storage, validate_key
 
 log = logging.getLogger("flightlake.catalog")
 
@@ -320,8 +320,8 @@ class Catalog:
         try:
             state = self.tables.probe(name, entry.manifest.version)
         except StorageError as exc:
-            self.storage.note_failure(exc)
-            if force or is_unreachable(exc):  # a store that does not answer serves no data
+            self.storage.note_failure(exc)  # callers that must read on ask failed_since()
+            if force:
                 raise
             log.warning("could not check %s for new commits (serving what is known): %s", name, exc)
             return entry

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound,
 from flightlake.ingest import normalize_schema, spool, write_arrow, write_csv
 from flightlake.migrate import migrate_v01
 from flightlake.query import QueryEngine, QueryParams
-from flightlake.storage import Storage, is_unreachable
+from flightlake.storage import Storage
 from flightlake.timetravel import TimeTravel
 
 log = logging.getLogger("flightlake.lake")
@@ -149,12 +150,12 @@ class Lake:
                 validate_name(name)
             except InvalidInput:
                 continue
+            started = time.monotonic()
             try:
                 self.catalog.find(name)
             except FlightlakeError as exc:
-                if is_unreachable(exc):  # its data cannot be read either: fail now
-                    raise
                 log.warning("could not check %s for new commits: %s", name, exc)
+            self._fail_if_silent(started, f"dataset {name!r} cannot be read now")
 
     # -- catalog -------------------------------------------------------------------------
     def datasets(self) -> list[Manifest]:
@@ -300,6 +301,12 @@ class Lake:
         new = write_csv(self.storage, name, path, size, target=target)
         return self._commit(name, mode, new, key)
 
+    def _fail_if_silent(self, started: float, what: str) -> None:
+        """After a table-log check that found the store silent (and served what it knew):
+        fail now rather than spend another request budget on data it cannot read."""
+        if self.storage.failed_since(started):
+            raise Unavailable(f"{what}: the object store does not answer; retry shortly")
+
     def _replayed(self, name: str, key: str | None) -> IngestResult | None:
         if key is None:
             return None
@@ -307,7 +314,9 @@ class Lake:
         return None if committed is None else IngestResult.of(name, committed)
 
     def _precheck(self, name: str, mode: str) -> Manifest | None:
+        started = time.monotonic()
         head = self.catalog.find(name)
+        self._fail_if_silent(started, f"cannot ingest into {name!r} now")
         if mode == "create" and head is not None:
             raise Conflict(f"dataset {name!r} already exists (mode=create)")
         return head

@@ -158,6 +158,11 @@ class Storage:
             with self._state_lock:
                 self._failed_at = time.monotonic()
 
+    def failed_since(self, since: float) -> bool:
+        """True when a request failed because the store did not answer at or after
+        ``since`` (a ``time.monotonic()`` value) and none succeeded after it."""
+        return self._failed_at >= since
+
     @property
     def unreachable(self) -> bool:
         """True when a request failed because the store did not answer, less than
