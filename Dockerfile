@@ -1,4 +1,4 @@
-# flightlake: Arrow Flight (and Flight SQL) on 8815, the HTTP /v1 shim on 3110.
+# flightlake: Arrow Flight (and Flight SQL) on 8815, the HTTP /v1 shim and web console on 3110.
 #
 #   docker build -t flightlake .
 #   docker run --rm -p 127.0.0.1:8815:8815 -p 127.0.0.1:3110:3110 -e FLIGHTLAKE_INSECURE=1 flightlake

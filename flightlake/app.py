@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from flightlake.auth import Authenticator, check_exposure
@@ -42,18 +43,35 @@ def build_flight_server(
     return FlightServer(lake, flight_location(settings), auth, **tls_kwargs(settings))
 
 
-def run(settings: Settings, verbose: bool = False) -> None:
-    """Serve until SIGINT / SIGTERM."""
+def run(
+    settings: Settings,
+    verbose: bool = False,
+    worker: int | None = None,
+    on_ready: Callable[[int], object] | None = None,
+) -> None:
+    """Serve until SIGINT / SIGTERM. With ``settings.workers > 1`` this process supervises
+    that many worker processes (flightlake.workers), each of which calls ``run`` with its
+    ``worker`` index."""
     setup_logging(settings.log_level, settings.log_format, verbose)
     exposure = check_exposure(settings)  # refuses before anything is built or bound
-    if exposure:
+    if exposure and worker is None:
         log.warning(exposure)
+    if worker is None and settings.workers != 1:
+        from flightlake.workers import supervise
+
+        code = supervise(settings, verbose)
+        if code:
+            raise SystemExit(code)
+        return
     auth = Authenticator.from_settings(settings)  # one for both ports: sessions work on both
     lake = Lake(settings)
     for warning in lake.load_warnings:
         log.warning(warning)
-    server = build_flight_server(lake, settings, auth)
-    lake.start_sweeper(settings.gc_interval_seconds)
+    # A worker's Flight port is private (its supervisor proxies the public one): loopback.
+    flight_settings = settings if worker is None else settings.replace(host="127.0.0.1")
+    server = build_flight_server(lake, flight_settings, auth)
+    if not worker:  # one sweeper per lake, not one per worker
+        lake.start_sweeper(settings.gc_interval_seconds)
     stopping = threading.Event()
     ready = threading.Event()  # /health answers 200 only while set: lake built, Flight serving
     try:
@@ -63,6 +81,8 @@ def run(settings: Settings, verbose: bool = False) -> None:
         lake.close()
         raise
     ready.set()
+    if on_ready is not None:
+        on_ready(server.port)  # a worker tells its supervisor where its Flight port is
 
     def stop(signum: int, frame: FrameType | None) -> None:
         if not stopping.is_set():

@@ -162,6 +162,11 @@ class Authenticator:
                 return None
             return session.principal
 
+    def revoke(self, token: str) -> None:
+        """Forget the session ``token`` (a sign-out); unknown tokens are ignored."""
+        with self._lock:
+            self._sessions.pop(_digest(token.encode()), None)
+
     @property
     def session_count(self) -> int:
         with self._lock:

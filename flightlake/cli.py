@@ -90,6 +90,9 @@ def main(verbose: bool) -> None:
 @click.option("--host", help="Bind address (default 127.0.0.1).")
 @click.option("--flight-port", type=int, help="Flight port (default 8815).")
 @click.option("--http-port", type=int, help="HTTP port (default 3110; 0 disables).")
+@click.option(
+    "--workers", type=int, help="Server processes sharing the ports over one lake (default 1)."
+)
 @click.option("--tls-cert", help="PEM certificate for TLS.")
 @click.option("--tls-key", help="PEM key for TLS.")
 @click.option(

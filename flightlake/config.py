@@ -146,6 +146,13 @@ SETTINGS: tuple[Setting, ...] = (
         10,
         "A dataset with this many small files is compacted in the background (0: never).",
     ),
+    Setting(
+        "workers",
+        int,
+        1,
+        "Server processes sharing the Flight and HTTP ports (SO_REUSEPORT) over one lake; "
+        "each sees the others' commits within freshness_seconds.",
+    ),
     Setting("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING or ERROR."),
     Setting(
         "log_format",
@@ -211,6 +218,7 @@ class Settings:
     freshness_seconds: float = 1.0
     retention_hours: float = 168.0
     compact_files: int = 10
+    workers: int = 1
     log_level: str = "INFO"
     log_format: str = "text"
     credentials: Credentials = field(default_factory=Credentials)

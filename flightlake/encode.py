@@ -1,4 +1,4 @@
-"""Query results as bytes, batch by batch: JSON rows, Arrow IPC stream or CSV.
+"""Query results as bytes, batch by batch: JSON rows, Arrow IPC stream, CSV or Parquet.
 
 JSON follows what a JSON user expects of SQL values, with Arrow kernels doing the work
 (a 500k-row result encodes in about a second, never as one giant string):
@@ -27,10 +27,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from flightlake.errors import InvalidInput
 
-FORMATS = ("json", "arrow", "csv")
+FORMATS = ("json", "arrow", "csv", "parquet")
 
 
 def _plain(value: Any) -> Any:
@@ -130,10 +131,15 @@ class _Sink:
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
+        self.position = 0  # bytes written so far: the Parquet writer asks (its footer offsets)
 
     def write(self, data: Any) -> int:
         self.parts.append(bytes(data))
+        self.position += len(self.parts[-1])
         return len(self.parts[-1])
+
+    def tell(self) -> int:
+        return self.position
 
     def flush(self) -> None:
         pass
@@ -145,11 +151,13 @@ class _Sink:
 
 def _writer_stream(reader: pa.RecordBatchReader, fmt: str) -> Iterator[bytes]:
     sink = _Sink()
-    writer = (
-        pa.ipc.new_stream(sink, reader.schema)
-        if fmt == "arrow"
-        else pacsv.CSVWriter(sink, reader.schema)
-    )
+    writer: Any
+    if fmt == "arrow":
+        writer = pa.ipc.new_stream(sink, reader.schema)
+    elif fmt == "parquet":  # a row group per batch; the footer comes last
+        writer = pq.ParquetWriter(sink, reader.schema, compression="zstd")
+    else:
+        writer = pacsv.CSVWriter(sink, reader.schema)
     with writer:
         for batch in reader:
             writer.write_batch(batch)
@@ -158,8 +166,9 @@ def _writer_stream(reader: pa.RecordBatchReader, fmt: str) -> Iterator[bytes]:
 
 
 def encode_result(reader: pa.RecordBatchReader, fmt: str) -> Generator[bytes, None, None]:
-    """``reader`` as json | arrow | csv bytes, a piece per batch; the first piece comes once
-    the first batch is read, so errors before it can still become a proper error answer.
+    """``reader`` as json | arrow | csv | parquet bytes, a piece per batch; the first piece
+    comes once the first batch is read, so errors before it can still become a proper error
+    answer.
     Closing the generator closes the reader (and cancels the query)."""
     try:
         yield from _json_stream(reader) if fmt == "json" else _writer_stream(reader, fmt)

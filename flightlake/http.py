@@ -15,35 +15,27 @@ Every error leaves through one handler as ``{"error": "...", "status": N}``. Han
 translate: uploads stream through ``Upload`` into ``Lake.ingest_*``, query results stream
 batch by batch out of ``Lake.query``. ``HttpServer`` runs uvicorn in a thread of the process
 that serves Flight, over the same Lake.
+
+Module layout: the upload streaming and its admission rules live in ``http_upload`` (shared
+with the web console), the uvicorn thread in ``http_server``; ``HttpServer``, ``Upload``,
+``upload_format``, ``ingest_upload`` and ``UPLOAD_FORMATS`` stay importable from here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
-import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from pathlib import Path, PurePosixPath
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator
 
 import anyio
-import anyio.from_thread
-import pyarrow as pa
-import pyarrow.parquet as pq
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
-from python_multipart import MultipartParser
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import parse_options_header
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flightlake import observe
@@ -61,29 +53,33 @@ from flightlake.errors import (
     Unauthenticated,
     Unavailable,
 )
-from flightlake.lake import IngestResult, Lake, check_mode
+from flightlake.http_server import HttpServer
+from flightlake.http_upload import (
+    ARROW_STREAM,
+    UPLOAD_FORMATS,
+    Upload,
+    admit_upload,
+    ingest_upload,
+    upload_format,
+)
+from flightlake.lake import Lake, check_mode
 from flightlake.openapi import OPENAPI
 
 log = logging.getLogger("flightlake.http")
 
 SQL_BODY_CAP = 1 << 20  # a /v1/sql request body larger than this is refused (413)
-UPLOAD_PIECE = 1 << 20  # upload bytes handed to the ingest thread at a time
 DRAIN_LIMIT = 4 << 20  # a refused upload up to this size is read to its end, not reset
 DRAIN_SECONDS = 5.0  # ...if its rest arrives within this time
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 RESULT_TYPES = {  # Accept media type -> result format
     **dict.fromkeys(("application/json", "application/*", "*/*"), "json"),
     **dict.fromkeys((ARROW_STREAM,), "arrow"),
     **dict.fromkeys(("text/csv", "text/*"), "csv"),
 }
-MEDIA_TYPES = {"json": "application/json", "arrow": ARROW_STREAM, "csv": "text/csv; charset=utf-8"}
-UPLOAD_FORMATS = ("csv", "parquet", "arrow")
-_FORMAT_HINTS = {  # file-name suffix or content type -> upload format
-    **dict.fromkeys((".csv", ".txt", "text/csv"), "csv"),
-    **dict.fromkeys((".parquet", ".pq", "application/vnd.apache.parquet"), "parquet"),
-    **dict.fromkeys(("application/x-parquet",), "parquet"),
-    **dict.fromkeys((".arrow", ".arrows", ".ipc", ".feather", ARROW_STREAM), "arrow"),
-    **dict.fromkeys(("application/vnd.apache.arrow.file",), "arrow"),
+MEDIA_TYPES = {
+    "json": "application/json",
+    "arrow": ARROW_STREAM,
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",  # console downloads only (not negotiated)
 }
 
 
@@ -107,6 +103,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlightlakeError)
     status = status_of(exc)
+    headers = await error_headers(request, exc)
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
+    return error_response(status, str(exc), headers)
+
+
+async def error_headers(request: Request, exc: FlightlakeError) -> dict[str, str]:
+    """The headers an error answer carries: Retry-After (Unavailable), WWW-Authenticate
+    (Unauthenticated), and ``Connection: close`` when the unread rest of a refused upload
+    (``request.state.upload`` set) is too large to drain. Shared with the web console."""
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
@@ -115,9 +121,7 @@ async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
     upload = getattr(request.state, "upload", False)
     if upload and (isinstance(exc, TooLarge) or not await _drain(request, DRAIN_LIMIT)):
         headers["Connection"] = "close"  # the rest of a large refused upload is not read
-    level = logging.WARNING if status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return error_response(status, str(exc), headers)
+    return headers
 
 
 async def _drain(request: Request, limit: int) -> bool:
@@ -154,193 +158,6 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 async def _on_internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, f"internal error: {type(exc).__name__}")
-
-
-# -- uploads ---------------------------------------------------------------------------------
-class Upload:
-    """The request body as a stream of the uploaded file's bytes, never held whole.
-
-    A multipart body yields its field ``file`` (python-multipart's streaming parser, no form
-    buffering); any other body is the file itself. More than ``cap`` body bytes raise
-    TooLarge; a body that ends before the file part is complete raises InvalidInput; a
-    client that sends nothing for ``idle_seconds`` (> 0) gets 408 and the connection closed.
-    """
-
-    def __init__(self, request: Request, cap: int, idle_seconds: float = 0.0) -> None:
-        self._body = request.stream()
-        self._cap = cap
-        self._idle = idle_seconds
-        self._received = 0
-        self._ended = False
-        self._pieces: list[bytes] = []  # file bytes parsed, not yet handed on
-        self._size = 0
-        ctype, params = parse_options_header(request.headers.get("content-type"))
-        self._parser: MultipartParser | None = None
-        self.filename = ""
-        self.content_type = ctype.decode("latin-1").lower()
-        self._stage = "file"  # multipart: before -> file -> after (the file part is done)
-        if self.content_type == "multipart/form-data":
-            if not params.get(b"boundary"):
-                raise InvalidInput("multipart/form-data body without a boundary")
-            self.content_type, self._stage = "", "before"
-            self._part: dict[str, Any] = {}
-            events = ("part_begin", "header_field", "header_value", "header_end",
-                      "headers_finished", "part_data", "part_end")  # fmt: skip
-            callbacks: Any = {f"on_{event}": getattr(self, f"_{event}") for event in events}
-            self._parser = MultipartParser(params[b"boundary"], callbacks)
-
-    # python-multipart callbacks: collect one part's headers, keep only field `file`'s data
-    def _part_begin(self) -> None:
-        self._part = {"headers": {}, "field": b"", "value": b"", "is_file": False}
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._part["field"] += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._part["value"] += data[start:end]
-
-    def _header_end(self) -> None:
-        name = self._part["field"].decode("latin-1").strip().lower()
-        self._part["headers"][name] = self._part["value"]
-        self._part["field"] = self._part["value"] = b""
-
-    def _headers_finished(self) -> None:
-        headers = self._part["headers"]
-        _, options = parse_options_header(headers.get("content-disposition"))
-        if options.get(b"name") != b"file":
-            return
-        if self._stage != "before":
-            self._stage = "duplicate"
-            return
-        self._stage, self._part["is_file"] = "file", True
-        self.filename = options.get(b"filename", b"").decode("utf-8", "replace")
-        self.content_type = (
-            parse_options_header(headers.get("content-type"))[0].decode("latin-1").lower()
-        )
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._part.get("is_file"):
-            self._pieces.append(data[start:end])
-            self._size += end - start
-
-    def _part_end(self) -> None:
-        if self._part.get("is_file"):
-            self._stage, self._part["is_file"] = "after", False
-
-    async def _pull(self) -> None:
-        """Read one body chunk and feed it on; at the end check the file arrived whole."""
-        try:
-            if self._idle > 0:
-                with anyio.fail_after(self._idle):
-                    chunk = await self._body.__anext__()
-            else:
-                chunk = await self._body.__anext__()
-        except TimeoutError:
-            raise HTTPException(
-                408,
-                f"upload cancelled: nothing received for {self._idle:g} s "
-                "(ingest_idle_seconds); nothing committed",
-                {"Connection": "close"},
-            ) from None
-        except StopAsyncIteration:
-            self._ended = True
-            if self._parser is not None and self._stage == "before":
-                raise InvalidInput(
-                    "multipart body has no field 'file': use -F file=@PATH"
-                ) from None
-            if self._parser is not None and self._stage != "after":
-                raise InvalidInput("multipart body ended inside the 'file' part") from None
-            return
-        except ClientDisconnect:
-            raise InvalidInput("upload interrupted: the client disconnected") from None
-        self._received += len(chunk)
-        if self._received > self._cap:
-            raise TooLarge(f"upload exceeds the {self._cap}-byte cap (FLIGHTLAKE_MAX_UPLOAD_BYTES)")
-        if self._parser is None:
-            if chunk:
-                self._pieces.append(chunk)
-                self._size += len(chunk)
-            return
-        try:
-            self._parser.write(chunk)
-        except MultipartParseError as exc:
-            raise InvalidInput(f"malformed multipart body: {exc}") from exc
-        if self._stage == "duplicate":
-            raise InvalidInput("multipart body has more than one field 'file'")
-
-    async def start(self) -> None:
-        """Read up to the start of the file's bytes (the multipart part headers)."""
-        while self._stage == "before" and not self._ended:
-            await self._pull()
-
-    async def read(self) -> bytes:
-        """The next piece of the file (about UPLOAD_PIECE bytes); b"" once it is complete."""
-        while not self._ended and self._size < UPLOAD_PIECE:
-            await self._pull()
-        piece, self._pieces, self._size = b"".join(self._pieces), [], 0
-        return piece
-
-    def chunks(self) -> Iterator[bytes]:
-        """The file's bytes, for a worker thread: each piece is read on the event loop."""
-        while piece := anyio.from_thread.run(self.read):
-            yield piece
-
-
-def upload_format(explicit: str | None, filename: str, content_type: str) -> str:
-    """csv | parquet | arrow: the ``format`` parameter, else the file name, else its type."""
-    if explicit:
-        if explicit not in UPLOAD_FORMATS:
-            raise InvalidInput(
-                f"unknown format {explicit!r}: use one of {', '.join(UPLOAD_FORMATS)}"
-            )
-        return explicit
-    suffix = PurePosixPath(filename).suffix.lower()
-    return _FORMAT_HINTS.get(suffix) or _FORMAT_HINTS.get(content_type, "csv")
-
-
-def ingest_upload(
-    lake: Lake,
-    name: str,
-    mode: str,
-    fmt: str,
-    chunks: Iterator[bytes],
-    spool_dir: str,
-    idempotency_key: str | None = None,
-) -> IngestResult:
-    """Run in a worker thread: CSV streams into the lake's spool while its slot is held;
-    Parquet and Arrow IPC need random access, so they are spooled here first."""
-    if fmt == "csv":
-        return lake.ingest_csv(name, chunks, mode, idempotency_key=idempotency_key)
-    with tempfile.NamedTemporaryFile(prefix="flightlake-upload-", dir=spool_dir or None) as tmp:
-        for chunk in chunks:
-            tmp.write(chunk)
-        tmp.flush()
-        schema, batches = _open_arrow(Path(tmp.name), fmt)
-        return lake.ingest_arrow(name, schema, batches, mode, idempotency_key=idempotency_key)
-
-
-def _open_arrow(path: Path, fmt: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    try:
-        if fmt == "parquet":
-            parquet = pq.ParquetFile(path)
-            return parquet.schema_arrow, _checked(parquet.iter_batches(batch_size=65_536))
-        source = pa.memory_map(str(path))
-        try:
-            stream = pa.ipc.open_stream(source)
-            return stream.schema, _checked(iter(stream))
-        except pa.ArrowInvalid:
-            ipc_file = pa.ipc.open_file(source)
-            batches = (ipc_file.get_batch(i) for i in range(ipc_file.num_record_batches))
-            return ipc_file.schema, _checked(batches)
-    except pa.ArrowException as exc:
-        raise InvalidInput(f"upload is not a readable {fmt} file: {exc}") from exc
-
-
-def _checked(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    try:
-        yield from batches
-    except pa.ArrowException as exc:
-        raise InvalidInput(f"upload is corrupt: {exc}") from exc
 
 
 def result_format(accept: str) -> str:
@@ -438,19 +255,9 @@ class Api:
         name = validate_name(params["name"])
         request.state.dataset = name
         mode = check_mode(params.get("mode"))
-        cap = self.settings.max_upload_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise TooLarge(
-                f"upload of {declared} bytes exceeds the {cap}-byte cap "
-                "(FLIGHTLAKE_MAX_UPLOAD_BYTES)"
-            )
-        if self.lake.active_ingests >= max(1, self.settings.max_concurrent_ingests):
-            raise Unavailable(
-                f"all {self.settings.max_concurrent_ingests} ingest slots are busy; retry shortly"
-            )
+        admit_upload(self.lake, self.settings, request.headers.get("content-length", ""))
         key = request.headers.get("idempotency-key")  # the lake validates it
-        upload = Upload(request, cap, self.settings.ingest_idle_seconds)
+        upload = Upload(request, self.settings.max_upload_bytes, self.settings.ingest_idle_seconds)
         await upload.start()
         fmt = upload_format(params.get("format"), upload.filename, upload.content_type)
         result = await run_in_threadpool(
@@ -534,7 +341,7 @@ def create_app(
     (default: one from ``settings``) may be shared with the Flight server."""
     auth = auth if auth is not None else Authenticator.from_settings(settings)
     api = Api(lake, settings, ready or (lambda: True), auth)
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", api.health, methods=["GET"]),
         Route("/v1/status", api.status, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
@@ -550,6 +357,11 @@ def create_app(
         Exception: _on_internal_error,
     }
     routes.append(Route("/metrics", api.metrics, methods=["GET"]))
+    # The web console (HTML at /, /sql, /datasets/...) reuses this module's result streaming
+    # and error headers, so it is imported here rather than at the top (no import cycle).
+    from flightlake.console import console_routes
+
+    routes.extend(console_routes(lake, settings, auth))
     app = Starlette(routes=routes, exception_handlers=handlers)
     observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
     return ObservedApp(app)
@@ -592,7 +404,8 @@ class ObservedApp:
         finally:
             path = scope.get("path", "")
             method = f"{scope.get('method', '')} {_route_of(path)}"
-            ingest = path == "/v1/ingest"
+            ingest = path in INGEST_PATHS and scope.get("method") == "POST"
+            query = path in QUERY_PATHS
             observe.record(
                 "http",
                 method,
@@ -600,15 +413,23 @@ class ObservedApp:
                 _code_of(seen["status"]),
                 rows_in=int(state.get("rows_in", 0)),
                 bytes_in=seen["in"] if ingest else 0,
-                bytes_out=seen["out"] if path == "/v1/sql" else 0,
-                kind="ingest" if ingest else "query" if path == "/v1/sql" else "",
+                bytes_out=seen["out"] if query else 0,
+                kind="ingest" if ingest else "query" if query else "",
                 status=seen["status"],
                 **({"dataset": state["dataset"]} if "dataset" in state else {}),
             )
 
 
+INGEST_PATHS = ("/v1/ingest", "/upload")  # POSTs here are ingests (the console's is /upload)
+QUERY_PATHS = ("/v1/sql", "/sql", "/sql/download")
+
+
 def _route_of(path: str) -> str:
-    return "/v1/datasets/{name}" if path.startswith("/v1/datasets/") else path
+    """The route a path matched, for metric labels (a dataset name is not a label)."""
+    for prefix in ("/v1/datasets/", "/datasets/", "/static/"):
+        if path.startswith(prefix):
+            return prefix + ("{path}" if prefix == "/static/" else "{name}")
+    return path
 
 
 # status -> outcome code for logs and metrics: the error table read backwards, plus 405, 408
@@ -620,60 +441,6 @@ _HTTP_CODES = {status: cls.code for cls, status in _STATUS} | {
 
 def _code_of(status: int) -> str:
     return "ok" if status < 300 else _HTTP_CODES.get(status, "internal")
-
-
-# -- the server thread -----------------------------------------------------------------------
-class HttpServer:
-    """uvicorn serving ``app`` from a thread of this process; ``start`` binds or raises."""
-
-    def __init__(
-        self, app: ASGIApp, host: str, port: int, tls_cert: str = "", tls_key: str = ""
-    ) -> None:
-        self.host = host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            self._socket = socket.create_server((host, port), family=family)
-        except OSError as exc:
-            raise OSError(
-                exc.errno, f"HTTP cannot listen on {host}:{port}: {exc.strerror}"
-            ) from exc
-        self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,  # observe.record writes one line per request
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=5,
-            ssl_certfile=tls_cert or None,
-            ssl_keyfile=tls_key or None,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, args=([self._socket],), name="flightlake-http", daemon=True
-        )
-        self.scheme = "https" if tls_cert else "http"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> HttpServer:
-        self._thread.start()
-        for _ in range(int(timeout / 0.01)):
-            if self._server.started or not self._thread.is_alive():
-                break
-            time.sleep(0.01)
-        if not self._server.started:
-            self.stop()
-            raise OSError(f"HTTP server did not start on {self.url} (see the log)")
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-        self._socket.close()
 
 
 def start_http(
@@ -691,5 +458,19 @@ def start_http(
         settings.http_port if port is None else port,
         settings.tls_cert,
         settings.tls_key,
+        reuse_port=settings.workers > 1,
     )
     return server.start()
+
+
+__all__ = [
+    "OPENAPI",
+    "UPLOAD_FORMATS",
+    "HttpServer",
+    "Upload",
+    "create_app",
+    "ingest_upload",
+    "start_http",
+    "status_of",
+    "upload_format",
+]

@@ -365,6 +365,12 @@ class Lake:
         except NotFound as exc:
             raise self._unavailable_if_stale(exc) from exc
 
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever a dataset's view changes (commit, drop, refresh):
+        a result schema resolved at one generation holds while it stays the same."""
+        return self.engine.generation
+
     def _unavailable_if_stale(self, exc: NotFound) -> FlightlakeError:
         """A dataset whose view could not be built is unreachable, not unknown."""
         with self._views_lock:

@@ -349,12 +349,14 @@ def test_new_commit_is_visible_to_the_next_query(lake: Lake) -> None:
         ("SELECT getenv('HOME')", "function getenv"),
         ("SELECT * FROM read_parquet('x.parquet')", "table function read_parquet"),
         ("SELECT * FROM 'data/x.parquet'", "is not a dataset"),
-        ("SELECT * FROM information_schema.tables", "is not a dataset"),
+        ("SELECT * FROM information_schema.views", "is not a dataset"),
+        ("SELECT * FROM system.information_schema.tables_x", "is not a dataset"),
         ("SELECT * FROM pg_catalog.pg_views", "is not a dataset"),
         ("SELECT * FROM t WHERE a IN (SELECT * FROM glob('*'))", "table function glob"),
         ("SELECT * FROM query('SELECT 1')", "table function query"),
         ("WITH x AS (SELECT * FROM duckdb_views()) SELECT * FROM x", "table function duckdb_views"),
-        ("EXPLAIN SELECT 1", "only SELECT"),
+        ("EXPLAIN ANALYZE SELECT 1", "EXPLAIN ANALYZE"),
+        ("EXPLAIN SELECT * FROM duckdb_settings()", "table function duckdb_settings"),
     ],
 )
 def test_sandbox_hides_configuration_and_files(lake: Lake, sql: str, message: str) -> None:

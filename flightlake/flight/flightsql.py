@@ -8,7 +8,8 @@ plain ``do_get`` does. The spec's fixed answers (result schemas, SqlInfo, XDBC t
 ``flightsql_meta``, the protobuf messages in ``flightsql_pb``.
 
 Naming: one catalog ``flightlake`` holding one schema ``main``; every dataset is a table of
-type ``TABLE`` there. SQL uses the plain dataset names (``SELECT * FROM workers``).
+type ``TABLE`` there (GetTables filters also accept ``BASE TABLE`` and any case). SQL uses the
+plain dataset names (``SELECT * FROM workers``, ``flightlake.main.workers`` works too).
 
 What is served:
 - ``CommandStatementQuery`` → ``TicketStatementQuery``; prepared statements (create / close
@@ -20,10 +21,14 @@ What is served:
   ``CommandGetXdbcTypeInfo``; primary / imported / exported keys and cross references answer
   empty (datasets have no keys).
 - ``CommandStatementIngest`` → ``Lake.ingest_arrow`` (create / append / replace).
+- Flight's session actions (``SetSessionOptions`` accepting catalog ``flightlake`` / schema
+  ``main``, ``GetSessionOptions``, ``CloseSession``) and ``CancelFlightInfo``: answered as
+  Flight.proto says; there is no per-session state to keep.
 
 SQL is read-only (the lake's sandbox accepts one SELECT); ``CommandStatementUpdate``,
 ``CommandPreparedStatementUpdate`` and write statements are refused with a message pointing
-at bulk ingest. Transactions, Substrait and query cancellation are UNIMPLEMENTED. Hence the
+at bulk ingest. Transactions, Substrait and ``CancelQuery`` are UNIMPLEMENTED (``BEGIN`` /
+``COMMIT`` SQL text is a no-op, see ``flightlake.sqlcompat``). Hence the
 SqlInfo answers: read-only false (ingest writes), SQL true, bulk ingestion true,
 transactions none.
 """
@@ -48,7 +53,9 @@ from google.protobuf.message import DecodeError, Message
 from flightlake.errors import InvalidInput, NotFound, QueryError
 from flightlake.flight import flightsql_pb as pb
 from flightlake.flight.flightsql_meta import (
+    CATALOG,
     CATALOGS_SCHEMA,
+    DB_SCHEMA,
     DB_SCHEMAS_SCHEMA,
     FOREIGN_KEYS_SCHEMA,
     PRIMARY_KEYS_SCHEMA,
@@ -60,12 +67,12 @@ from flightlake.flight.flightsql_meta import (
     XDBC_TYPES,
     sql_info_table,
 )
+from flightlake.flight.pending import PendingResults
 from flightlake.flight.server import Counted, _arrow_batches, _log, header_key
+from flightlake.flight.sessions import SESSION_ACTIONS
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
 
-CATALOG = "flightlake"
-DB_SCHEMA = "main"
 TABLE_TYPE = "TABLE"
 
 #: Open prepared statements kept at most; the least recently used is closed beyond this.
@@ -78,10 +85,19 @@ WRITE_HINT = (
     "Flight SQL CommandStatementIngest) or a plain Flight do_put"
 )
 
+#: Dataset table types a GetTables filter may name (case-insensitively): the type reported,
+#: ``TABLE``, and the SQL standard's ``BASE TABLE`` (Grafana, Power BI) / ``table``.
+TABLE_TYPE_ALIASES = frozenset({"table", "base table"})
+
 ACTIONS = {
     "CreatePreparedStatement": "Flight SQL: prepare a SQL query.",
     "ClosePreparedStatement": "Flight SQL: close a prepared statement.",
+    "SetSessionOptions": "Flight: set session options (catalog 'flightlake', schema 'main').",
+    "GetSessionOptions": "Flight: the session options (catalog and schema).",
+    "CloseSession": "Flight: close the session (there is no server-side session state).",
+    "CancelFlightInfo": "Flight: cancel a FlightInfo (no work runs before its DoGet).",
 }
+
 _UNSUPPORTED_ACTIONS = {
     "BeginTransaction": "transactions are not supported",
     "EndTransaction": "transactions are not supported",
@@ -145,32 +161,42 @@ def _rows(params: pa.Table | None) -> list[list[Any]] | None:
     return [list(row.values()) for row in params.to_pylist()]
 
 
-def statement_ticket(sql: str, params: pa.Table | None = None) -> flight.Ticket:
-    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64)."""
+def statement_ticket(
+    sql: str, params: pa.Table | None = None, pending: str | None = None
+) -> flight.Ticket:
+    """A self-contained ticket: the SQL and any bound parameters (Arrow IPC, base64), plus
+    the id of a result this server already started for it (see flight.pending)."""
     doc: dict[str, str] = {"sql": sql}
     if params is not None and params.num_rows:
         doc["params"] = base64.b64encode(_ipc(params)).decode()
+    if pending:
+        doc["pending"] = pending
     handle = json.dumps(doc).encode()
     return flight.Ticket(pb.pack(pb.TicketStatementQuery(statement_handle=handle)))
 
 
-def _read_handle(handle: bytes) -> tuple[str, pa.Table | None]:
+def _read_handle(handle: bytes) -> tuple[str, pa.Table | None, str | None]:
     try:
         doc = json.loads(handle)
         params = None
         if "params" in doc:
             params = pa.ipc.open_stream(base64.b64decode(doc["params"])).read_all()
-        return str(doc["sql"]), params
+        pending = doc.get("pending")
+        return str(doc["sql"]), params, pending if isinstance(pending, str) else None
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise InvalidInput(f"malformed Flight SQL statement ticket: {exc}") from exc
 
 
 @dataclass
 class Prepared:
-    """One prepared statement: its SQL and its bound parameters."""
+    """One prepared statement: its SQL, its bound parameters, and the result schema resolved
+    when it was prepared (valid while the lake's views are at ``generation``)."""
 
     sql: str
     params: pa.Table | None = None
+    schema: pa.Schema | None = None
+    generation: int = -1
+    pending: str | None = None  # the id of the result started when it was prepared
 
 
 @dataclass(frozen=True)
@@ -185,8 +211,9 @@ class Command:
 class FlightSqlHandler:
     """Serves the Flight SQL commands over one Lake."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, pending: PendingResults | None = None) -> None:
         self.lake = lake
+        self.pending = pending if pending is not None else PendingResults()
         self._prepared: OrderedDict[bytes, Prepared] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -218,14 +245,26 @@ class FlightSqlHandler:
         if cmd.name == "CommandStatementQuery":
             assert msg is not None
             _refuse_transaction(msg)
-            return self._info(descriptor, self._schema(msg.query), statement_ticket(msg.query))
+            schema, key = self._start(msg.query)
+            return self._info(descriptor, schema, statement_ticket(msg.query, pending=key))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
             rows = _rows(stmt.params)
-            # Resolved again on every execution: the dataset may have been replaced (with
-            # other columns) since the statement was prepared.
-            schema = self._schema(stmt.sql, rows[0] if rows else None)
+            pending, stmt.pending = stmt.pending, None  # a started result serves one fetch
+            if rows is None and stmt.schema is not None and stmt.generation == self.lake.generation:
+                # As prepared: no view changed since. DB-API clients prepare every new
+                # statement, so the query started then is the one this fetch streams.
+                return self._info(
+                    descriptor, stmt.schema, statement_ticket(stmt.sql, pending=pending)
+                )
+            self.pending.discard(pending)
+            # A view changed since it was prepared (the dataset may have other columns now),
+            # or bound parameters decide the types: resolve again.
+            if rows is None:
+                schema, key = self._start(stmt.sql)
+                return self._info(descriptor, schema, statement_ticket(stmt.sql, pending=key))
+            schema = self._schema(stmt.sql, rows[0])
             return self._info(descriptor, schema, statement_ticket(stmt.sql, stmt.params))
         schema = self._metadata_schema(cmd)
         return self._info(descriptor, schema, flight.Ticket(cmd.raw))
@@ -240,6 +279,15 @@ class FlightSqlHandler:
             return self.lake.query_schema(sql, params)
         except QueryError as exc:
             raise _explain_write(exc) from exc
+
+    def _start(self, sql: str) -> tuple[pa.Schema, str]:
+        """Start ``sql`` (no parameters); return its schema and the id its reader is parked
+        under for the DoGet that follows (one DuckDB execution per query, not two)."""
+        try:
+            reader = self.lake.query(sql)
+        except QueryError as exc:
+            raise _explain_write(exc) from exc
+        return reader.schema, self.pending.park(reader)
 
     def _metadata_schema(self, cmd: Command) -> pa.Schema:
         schemas = {
@@ -274,18 +322,20 @@ class FlightSqlHandler:
         msg = cmd.message
         if cmd.name == "TicketStatementQuery":
             assert msg is not None
-            sql, params = _read_handle(msg.statement_handle)
-            return self._stream(sql, params)
+            sql, params, pending = _read_handle(msg.statement_handle)
+            return self._stream(sql, params, self.pending.claim(pending))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
             return self._stream(stmt.sql, stmt.params)
         return flight.RecordBatchStream(self._metadata(cmd))
 
-    def _stream(self, sql: str, params: pa.Table | None) -> flight.RecordBatchStream:
+    def _stream(
+        self, sql: str, params: pa.Table | None, started: pa.RecordBatchReader | None = None
+    ) -> flight.RecordBatchStream:
         rows = _rows(params)
         try:
-            reader = self.lake.query(sql, params=rows[0] if rows else None)
+            reader = started or self.lake.query(sql, params=rows[0] if rows else None)
         except QueryError as exc:
             raise _explain_write(exc) from exc
         if rows is not None and len(rows) > 1:  # every parameter set runs; results in order
@@ -340,7 +390,7 @@ class FlightSqlHandler:
         if (
             not self._in_catalog(_optional(msg, "catalog"))
             or not like(_optional(msg, "db_schema_filter_pattern"), DB_SCHEMA)
-            or (msg.table_types and TABLE_TYPE not in msg.table_types)
+            or (msg.table_types and not TABLE_TYPE_ALIASES & {t.lower() for t in msg.table_types})
         ):
             manifests = []
         else:
@@ -460,6 +510,11 @@ class FlightSqlHandler:
         if kind in _UNSUPPORTED_ACTIONS:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
         body = action.body.to_pybytes() if action.body is not None else b""
+        if kind in SESSION_ACTIONS:
+            start = time.perf_counter()
+            answer = SESSION_ACTIONS[kind](body)
+            _log("do_action", start, action=kind)
+            return iter([flight.Result(pa.py_buffer(answer))])
         cmd = self.decode(body)
         expected = f"Action{kind}Request"
         if cmd is None or cmd.name != expected or cmd.message is None:
@@ -472,8 +527,12 @@ class FlightSqlHandler:
     def _create_prepared(self, msg: Message) -> flight.Result:
         _refuse_transaction(msg)
         sql = msg.query
+        generation = self.lake.generation  # read before resolving: a commit racing it wins
+        pending: str | None = None
         try:
-            schema: pa.Schema | None = self.lake.query_schema(sql)
+            # Started now: DB-API clients prepare each new statement and execute it at once.
+            schema: pa.Schema | None
+            schema, pending = self._start(sql)
         except QueryError as exc:
             if "only SELECT" in str(exc):
                 raise _explain_write(exc) from exc
@@ -484,9 +543,9 @@ class FlightSqlHandler:
             schema = None
         handle = secrets.token_hex(16).encode()
         with self._lock:
-            self._prepared[handle] = Prepared(sql)
+            self._prepared[handle] = Prepared(sql, None, schema, generation, pending)
             while len(self._prepared) > MAX_PREPARED:
-                self._prepared.popitem(last=False)
+                self.pending.discard(self._prepared.popitem(last=False)[1].pending)
         result = pb.ActionCreatePreparedStatementResult(
             prepared_statement_handle=handle,
             is_update=False,
@@ -506,7 +565,9 @@ class FlightSqlHandler:
 
     def _close_prepared(self, handle: bytes) -> None:
         with self._lock:
-            self._prepared.pop(handle, None)
+            stmt = self._prepared.pop(handle, None)
+        if stmt is not None:
+            self.pending.discard(stmt.pending)
 
     @property
     def open_prepared(self) -> int:

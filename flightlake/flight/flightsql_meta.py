@@ -12,6 +12,10 @@ from typing import Any
 import pyarrow as pa
 
 from flightlake import __version__
+from flightlake.catalog import MAX_NAME_CHARS
+
+CATALOG = "flightlake"
+DB_SCHEMA = "main"
 
 # -- result schemas (FlightSql.proto) --------------------------------------------------------
 _INFO_VALUE = pa.dense_union(
@@ -100,7 +104,49 @@ XDBC_TYPE_INFO_SCHEMA = pa.schema(
 )
 
 # -- SqlInfo ----------------------------------------------------------------------------------
-_STR, _BOOL, _BIGINT, _INT32, _STRINGS = range(5)  # dense-union type codes of `value`
+_STR, _BOOL, _BIGINT, _INT32, _STRINGS, _MAP = range(6)  # dense-union type codes of `value`
+
+# SqlSupportsConvert codes (FlightSql.proto) and what DuckDB's CAST turns each into.
+_BIGINT_C, _BINARY, _BIT, _CHAR, _DATE, _DECIMAL, _FLOAT, _INTEGER = range(8)
+_INTERVAL_DT, _INTERVAL_YM, _LONGVARBINARY, _LONGVARCHAR, _NUMERIC, _REAL = range(8, 14)
+_SMALLINT, _TIME, _TIMESTAMP, _TINYINT, _VARBINARY, _VARCHAR = range(14, 20)
+_TEXT = [_CHAR, _LONGVARCHAR, _VARCHAR]
+_NUMBERS = [_BIGINT_C, _BIT, _DECIMAL, _FLOAT, _INTEGER, _NUMERIC, _REAL, _SMALLINT, _TINYINT]
+_BYTES = [_BINARY, _LONGVARBINARY, _VARBINARY]
+_CONVERT: dict[int, list[int]] = {
+    **{t: sorted(_NUMBERS + _TEXT) for t in _NUMBERS},
+    **{t: list(range(20)) for t in _TEXT},  # text casts to every type
+    **{t: sorted(_BYTES + _TEXT) for t in _BYTES},
+    _DATE: sorted([_DATE, _TIMESTAMP, *_TEXT]),
+    _TIME: sorted([_TIME, *_TEXT]),
+    _TIMESTAMP: sorted([_DATE, _TIME, _TIMESTAMP, *_TEXT]),
+    _INTERVAL_DT: sorted([_INTERVAL_DT, _INTERVAL_YM, *_TEXT]),
+    _INTERVAL_YM: sorted([_INTERVAL_DT, _INTERVAL_YM, *_TEXT]),
+}
+
+#: Function names by SqlInfo list (508-512): DuckDB functions of the ODBC/JDBC escape sets
+#: that DuckDB has under the same name (checked against duckdb_functions() in the tests).
+SQL_KEYWORDS = [
+    "ANTI", "ASOF", "COLUMNS", "DESCRIBE", "EXCLUDE", "ILIKE", "LAMBDA", "PIVOT", "PIVOT_LONGER",
+    "PIVOT_WIDER", "POSITIONAL", "QUALIFY", "SEMI", "SHOW", "SUMMARIZE", "UNPIVOT",
+]  # fmt: skip
+NUMERIC_FUNCTIONS = [
+    "ABS", "ACOS", "ASIN", "ATAN", "ATAN2", "CEILING", "COS", "COT", "DEGREES", "EXP", "FLOOR",
+    "LOG", "LOG10", "PI", "POWER", "RADIANS", "RANDOM", "ROUND", "SIGN", "SIN", "SQRT", "TAN",
+    "TRUNC",
+]  # fmt: skip
+STRING_FUNCTIONS = [
+    "ASCII", "CHR", "CONCAT", "LCASE", "LEFT", "LENGTH", "LOWER", "LPAD", "LTRIM", "POSITION",
+    "REPEAT", "REPLACE", "REVERSE", "RIGHT", "RPAD", "RTRIM", "SPLIT_PART", "STRPOS",
+    "SUBSTRING", "TRIM", "UCASE", "UPPER",
+]  # fmt: skip
+SYSTEM_FUNCTIONS = ["COALESCE", "CURRENT_DATABASE", "CURRENT_SCHEMA", "IFNULL", "NULLIF"]
+DATETIME_FUNCTIONS = [
+    "CURRENT_DATE", "CURRENT_TIMESTAMP", "DATE_ADD", "DATE_BIN", "DATE_DIFF", "DATE_PART",
+    "DATE_TRUNC", "DAYNAME", "DAYOFMONTH", "DAYOFWEEK", "DAYOFYEAR", "HOUR", "MINUTE", "MONTH",
+    "MONTHNAME", "NOW", "QUARTER", "SECOND", "STRFTIME", "STRPTIME", "TIME_BUCKET", "WEEK",
+    "YEAR",
+]  # fmt: skip
 
 #: info code → (union type code, value). Codes are FlightSql.proto's SqlInfo enum.
 SQL_INFO: dict[int, tuple[int, Any]] = {
@@ -144,21 +190,72 @@ SQL_INFO: dict[int, tuple[int, Any]] = {
     563: (_BOOL, False),  # SQL_TRANSACTIONS_SUPPORTED
     572: (_BOOL, False),  # SQL_BATCH_UPDATES_SUPPORTED
     573: (_BOOL, False),  # SQL_SAVEPOINTS_SUPPORTED
+    # -- read by the Flight SQL JDBC driver (ArrowDatabaseMetadata) up to 18.3 ---------------
+    508: (_STRINGS, SQL_KEYWORDS),  # SQL_KEYWORDS: DuckDB's beyond SQL:2003
+    509: (_STRINGS, NUMERIC_FUNCTIONS),  # SQL_NUMERIC_FUNCTIONS
+    510: (_STRINGS, STRING_FUNCTIONS),  # SQL_STRING_FUNCTIONS
+    511: (_STRINGS, SYSTEM_FUNCTIONS),  # SQL_SYSTEM_FUNCTIONS
+    512: (_STRINGS, DATETIME_FUNCTIONS),  # SQL_DATETIME_FUNCTIONS
+    514: (_STR, ""),  # SQL_EXTRA_NAME_CHARACTERS: letters, digits and _ only
+    517: (_MAP, _CONVERT),  # SQL_SUPPORTS_CONVERT: SqlSupportsConvert -> what CAST reaches
+    518: (_BOOL, True),  # SQL_SUPPORTS_TABLE_CORRELATION_NAMES (FROM workers AS w)
+    519: (_BOOL, False),  # SQL_SUPPORTS_DIFFERENT_TABLE_CORRELATION_NAMES: not restricted
+    524: (_BOOL, False),  # SQL_SUPPORTS_NON_NULLABLE_COLUMNS: no DDL; ingest defines columns
+    525: (_INT32, 0b11),  # SQL_SUPPORTED_GRAMMAR: minimum + core (queries; writes are ingest)
+    526: (_INT32, 0b11),  # SQL_ANSI92_SUPPORTED_LEVEL: entry + intermediate (queries)
+    527: (_BOOL, False),  # SQL_SUPPORTS_INTEGRITY_ENHANCEMENT_FACILITY: no constraints
+    530: (_STR, "procedure"),  # SQL_PROCEDURE_TERM (there are none)
+    533: (_INT32, 0),  # SQL_SCHEMAS_SUPPORTED_ACTIONS: no procedures, indexes, privileges
+    534: (_INT32, 0),  # SQL_CATALOGS_SUPPORTED_ACTIONS: likewise
+    535: (_INT32, 0),  # SQL_SUPPORTED_POSITIONED_COMMANDS: read-only SQL, no cursors
+    # 541-561: maximum lengths and counts; 0 means no limit or not known (FlightSql.proto).
+    541: (_BIGINT, 0),  # SQL_MAX_BINARY_LITERAL_LENGTH
+    542: (_BIGINT, 0),  # SQL_MAX_CHAR_LITERAL_LENGTH
+    543: (_BIGINT, 0),  # SQL_MAX_COLUMN_NAME_LENGTH
+    544: (_BIGINT, 0),  # SQL_MAX_COLUMNS_IN_GROUP_BY
+    545: (_BIGINT, 0),  # SQL_MAX_COLUMNS_IN_INDEX (no indexes)
+    546: (_BIGINT, 0),  # SQL_MAX_COLUMNS_IN_ORDER_BY
+    547: (_BIGINT, 0),  # SQL_MAX_COLUMNS_IN_SELECT
+    548: (_BIGINT, 0),  # SQL_MAX_COLUMNS_IN_TABLE
+    549: (_BIGINT, 0),  # SQL_MAX_CONNECTIONS
+    550: (_BIGINT, 0),  # SQL_MAX_CURSOR_NAME_LENGTH
+    551: (_BIGINT, 0),  # SQL_MAX_INDEX_LENGTH
+    552: (_BIGINT, len(DB_SCHEMA)),  # SQL_DB_SCHEMA_NAME_LENGTH: the one schema, main
+    553: (_BIGINT, 0),  # SQL_MAX_PROCEDURE_NAME_LENGTH
+    554: (_BIGINT, len(CATALOG)),  # SQL_MAX_CATALOG_NAME_LENGTH: the one catalog
+    555: (_BIGINT, 0),  # SQL_MAX_ROW_SIZE
+    556: (_BOOL, False),  # SQL_MAX_ROW_SIZE_INCLUDES_BLOBS
+    557: (_BIGINT, 0),  # SQL_MAX_STATEMENT_LENGTH
+    558: (_BIGINT, 0),  # SQL_MAX_STATEMENTS (prepared statements are LRU-bounded, not refused)
+    559: (_BIGINT, MAX_NAME_CHARS),  # SQL_MAX_TABLE_NAME_LENGTH: a dataset name
+    560: (_BIGINT, 0),  # SQL_MAX_TABLES_IN_SELECT
+    561: (_BIGINT, 0),  # SQL_MAX_USERNAME_LENGTH
+    564: (_INT32, 1 << 0),  # SQL_SUPPORTED_TRANSACTIONS_ISOLATION_LEVELS: TRANSACTION_NONE
+    565: (_BOOL, False),  # SQL_DATA_DEFINITION_CAUSES_TRANSACTION_COMMIT
+    566: (_BOOL, False),  # SQL_DATA_DEFINITIONS_IN_TRANSACTIONS_IGNORED
+    567: (_INT32, 1 << 1),  # SQL_SUPPORTED_RESULT_SET_TYPES: FORWARD_ONLY (a stream)
+    568: (_INT32, 1 << 1),  # SQL_SUPPORTED_CONCURRENCIES_FOR_RESULT_SET_UNSPECIFIED: READ_ONLY
+    569: (_INT32, 1 << 1),  # ..._FORWARD_ONLY: READ_ONLY
+    570: (_INT32, 0),  # ..._SCROLL_SENSITIVE: not supported
+    571: (_INT32, 0),  # ..._SCROLL_INSENSITIVE: not supported
+    574: (_BOOL, False),  # SQL_NAMED_PARAMETERS_SUPPORTED (in callable statements: none)
+    575: (_BOOL, False),  # SQL_LOCATORS_UPDATE_COPY
+    576: (_BOOL, False),  # SQL_STORED_FUNCTIONS_USING_CALL_SYNTAX_SUPPORTED
 }
 
 
 def sql_info_table(codes: list[int]) -> pa.Table:
     """The SqlInfo rows for ``codes`` (all known codes when empty), unknown codes skipped."""
     wanted = [c for c in codes if c in SQL_INFO] if codes else sorted(SQL_INFO)
-    children: list[list[Any]] = [[] for _ in range(5)]
+    children: list[list[Any]] = [[] for _ in range(6)]
     type_ids, offsets = [], []
     for code in wanted:
         kind, value = SQL_INFO[code]
         type_ids.append(kind)
         offsets.append(len(children[kind]))
         children[kind].append(value)
-    arrays = [pa.array(children[i], _INFO_VALUE.field(i).type) for i in range(5)]
-    arrays.append(pa.array([], _INFO_VALUE.field(5).type))
+    children[_MAP] = [list(m.items()) for m in children[_MAP]]
+    arrays = [pa.array(children[i], _INFO_VALUE.field(i).type) for i in range(6)]
     value = pa.Array.from_buffers(
         _INFO_VALUE,
         len(wanted),

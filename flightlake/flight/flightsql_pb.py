@@ -219,6 +219,102 @@ ActionCreatePreparedStatementResult = MESSAGES["ActionCreatePreparedStatementRes
 ActionClosePreparedStatementRequest = MESSAGES["ActionClosePreparedStatementRequest"]
 
 
+# -- Flight session and cancellation actions (format/Flight.proto, package arrow.flight.protocol)
+# These travel as bare messages (no Any) in the action body and result. Enum fields are declared
+# as int32 (the same varint on the wire); CancelFlightInfoRequest's FlightInfo is kept as bytes
+# (the same length-delimited field), since flightlake never reads it.
+FLIGHT_PACKAGE = "arrow.flight.protocol"
+CLOSE_SESSION_CLOSED = 1  # CloseSessionResult.Status.CLOSED
+CANCEL_STATUS_CANCELLED = 1  # CancelStatus.CANCEL_STATUS_CANCELLED
+SESSION_INVALID_NAME, SESSION_INVALID_VALUE, SESSION_ERROR = 1, 2, 3  # SetSessionOptionsResult
+
+
+def _flight_file() -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="flightlake/flight_session.proto", package=FLIGHT_PACKAGE, syntax="proto3"
+    )
+
+    def field(
+        msg: descriptor_pb2.DescriptorProto,
+        name: str,
+        number: int,
+        kind: int,
+        *,
+        repeated: bool = False,
+        type_name: str = "",
+        oneof: int | None = None,
+    ) -> None:
+        f = msg.field.add(name=name, number=number, json_name=_camel(name), type=kind)
+        f.label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
+        if type_name:
+            f.type_name = f".{FLIGHT_PACKAGE}.{type_name}"
+        if oneof is not None:
+            f.oneof_index = oneof
+
+    def map_field(msg: descriptor_pb2.DescriptorProto, name: str, value: str) -> None:
+        entry_name = _camel(name)[0].upper() + _camel(name)[1:] + "Entry"
+        entry = msg.nested_type.add(name=entry_name)
+        entry.options.map_entry = True
+        field(entry, "key", 1, STRING)
+        field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=value)
+        field(msg, name, 1, _F.TYPE_MESSAGE, repeated=True, type_name=f"{msg.name}.{entry_name}")
+
+    value = proto.message_type.add(name="SessionOptionValue")
+    strings = value.nested_type.add(name="StringListValue")
+    field(strings, "values", 1, STRING, repeated=True)
+    value.oneof_decl.add(name="option_value")
+    field(value, "string_value", 1, STRING, oneof=0)
+    field(value, "bool_value", 2, BOOL, oneof=0)
+    field(value, "int64_value", 3, _F.TYPE_SFIXED64, oneof=0)
+    field(value, "double_value", 4, _F.TYPE_DOUBLE, oneof=0)
+    field(
+        value,
+        "string_list_value",
+        5,
+        _F.TYPE_MESSAGE,
+        type_name="SessionOptionValue.StringListValue",
+        oneof=0,
+    )
+    map_field(
+        proto.message_type.add(name="SetSessionOptionsRequest"),
+        "session_options",
+        "SessionOptionValue",
+    )
+    result = proto.message_type.add(name="SetSessionOptionsResult")
+    error = result.nested_type.add(name="Error")
+    field(error, "value", 1, INT32)
+    map_field(result, "errors", "SetSessionOptionsResult.Error")
+    proto.message_type.add(name="GetSessionOptionsRequest")
+    map_field(
+        proto.message_type.add(name="GetSessionOptionsResult"),
+        "session_options",
+        "SessionOptionValue",
+    )
+    proto.message_type.add(name="CloseSessionRequest")
+    field(proto.message_type.add(name="CloseSessionResult"), "status", 1, INT32)
+    field(proto.message_type.add(name="CancelFlightInfoRequest"), "info", 1, BYTES)
+    field(proto.message_type.add(name="CancelFlightInfoResult"), "status", 1, INT32)
+    return proto
+
+
+_POOL.Add(_flight_file())
+
+
+def _flight_message(name: str) -> type[Message]:
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{FLIGHT_PACKAGE}.{name}"))
+
+
+SessionOptionValue = _flight_message("SessionOptionValue")
+SetSessionOptionsRequest = _flight_message("SetSessionOptionsRequest")
+SetSessionOptionsResult = _flight_message("SetSessionOptionsResult")
+GetSessionOptionsRequest = _flight_message("GetSessionOptionsRequest")
+GetSessionOptionsResult = _flight_message("GetSessionOptionsResult")
+CloseSessionRequest = _flight_message("CloseSessionRequest")
+CloseSessionResult = _flight_message("CloseSessionResult")
+CancelFlightInfoRequest = _flight_message("CancelFlightInfoRequest")
+CancelFlightInfoResult = _flight_message("CancelFlightInfoResult")
+
+
 def pack(message: Message) -> bytes:
     """``message`` wrapped in a serialized ``google.protobuf.Any``."""
     wrapper = any_pb2.Any(

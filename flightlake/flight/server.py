@@ -34,6 +34,7 @@ from flightlake.errors import (
 )
 from flightlake.flight import auth as flight_auth
 from flightlake.flight import tickets
+from flightlake.flight.pending import PendingResults
 from flightlake.flight.watchdog import CURRENT_WATCH, IdleWatch, IdleWatchdog
 from flightlake.lake import Lake
 
@@ -200,7 +201,8 @@ class FlightServer(flight.FlightServerBase):
         observe.bind(lambda: lake.active_ingests, lambda: len(lake.catalog.list()))
         from flightlake.flight.flightsql import FlightSqlHandler  # imports this module
 
-        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake)  # Flight SQL, same port
+        self.pending = PendingResults()  # results started by GetFlightInfo for their DoGet
+        self.sql: FlightSqlHandler | None = FlightSqlHandler(lake, self.pending)  # same port
         self.watchdog = IdleWatchdog(lake.settings.ingest_idle_seconds, lambda: self.port)
         middleware = {**(kwargs.get("middleware") or {}), KEY_MIDDLEWARE: KeyHeaderFactory()}
         kwargs = {**kwargs, "middleware": middleware}
@@ -241,9 +243,9 @@ class FlightServer(flight.FlightServerBase):
                 raise InvalidInput(f"path must have exactly one part, got {path}")
             return self.flight_info(self.lake.dataset(path[0]))
         sql = tickets.command_sql(descriptor.command)
-        schema = self.lake.query_schema(sql)
-        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql), [])
-        return flight.FlightInfo(schema, descriptor, [endpoint], -1, -1)
+        reader = self.lake.query(sql)  # started now, streamed by the DoGet of this ticket
+        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql, self.pending.park(reader)), [])
+        return flight.FlightInfo(reader.schema, descriptor, [endpoint], -1, -1)
 
     @flight_errors
     def get_schema(self, context: Any, descriptor: flight.FlightDescriptor) -> flight.SchemaResult:
@@ -254,8 +256,9 @@ class FlightServer(flight.FlightServerBase):
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
             return self.sql.do_get(cmd)
-        sql = tickets.ticket_sql(ticket.ticket)
-        counted = Counted(self.lake.query(sql), "do_get", sql=sql[:200])
+        sql, pending = tickets.ticket_parts(ticket.ticket)
+        reader = self.pending.claim(pending) or self.lake.query(sql)
+        counted = Counted(reader, "do_get", sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
     @flight_errors
@@ -354,8 +357,10 @@ class FlightServer(flight.FlightServerBase):
             out = self.lake.compact(body.decode("utf-8", "replace").strip())
         elif kind == "refresh":
             out = {"warnings": self.lake.refresh()}
-        else:
-            raise InvalidInput(f"unknown action {kind!r}: use one of {', '.join(ACTIONS)}")
+        else:  # UNIMPLEMENTED, as gRPC answers an unknown method
+            raise pa.ArrowNotImplementedError(
+                f"unknown action {kind!r}: use one of {', '.join(ACTIONS)}"
+            )
         _log("do_action", start, action=kind)
         return iter([flight.Result(pa.py_buffer(json.dumps(out).encode()))])
 

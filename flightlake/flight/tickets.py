@@ -77,21 +77,30 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 def ticket_sql(raw: bytes) -> str:
     """The SQL a ticket runs: the ticket itself, or the "sql"/"dataset" of a JSON ticket."""
+    return ticket_parts(raw)[0]
+
+
+def ticket_parts(raw: bytes) -> tuple[str, str | None]:
+    """The SQL a ticket runs, and the id of the result the server already started for it
+    (``"pending"`` in tickets it handed out; None otherwise)."""
     text = _text(raw, "ticket").strip()
     if text.startswith("{"):
         doc = _json_object(raw, "ticket")
+        pending = doc.get("pending") if isinstance(doc.get("pending"), str) else None
         if isinstance(doc.get("sql"), str):
-            return str(doc["sql"])
+            return str(doc["sql"]), pending
         if isinstance(doc.get("dataset"), str):
-            return f"SELECT * FROM {quote_ident(validate_name(doc['dataset']))}"
+            return f"SELECT * FROM {quote_ident(validate_name(doc['dataset']))}", None
         raise InvalidInput('JSON ticket needs "sql" or "dataset"')
     if not text:
         raise InvalidInput("ticket is empty")
-    return text
+    return text, None
 
 
-def sql_ticket(sql: str) -> flight.Ticket:
-    return flight.Ticket(json.dumps({"sql": sql}).encode())
+def sql_ticket(sql: str, pending: str | None = None) -> flight.Ticket:
+    """A ticket running ``sql``; ``pending`` names a result already started for it here."""
+    doc = {"sql": sql, "pending": pending} if pending else {"sql": sql}
+    return flight.Ticket(json.dumps(doc).encode())
 
 
 def dataset_ticket(name: str) -> flight.Ticket:

@@ -1,0 +1,108 @@
+"""`flightlake serve --workers N`: N processes behind the same Flight and HTTP ports.
+
+A real `serve --workers 2` subprocess: both workers take connections (each client connection
+lands on one worker, taken in turn), an ingest on one is seen by queries on the other within
+freshness_seconds, HTTP answers on the shared port, a start-up failure is one line and a
+non-zero exit, and SIGTERM stops every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+
+from tests.helpers import free_port, wait_until
+from tests.subprocess_server import FLIGHTLAKE, env_without_flightlake, flightlake_serve
+
+
+def worker_processes(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children(recursive=True) if p.is_running()]
+
+
+def test_two_workers_share_the_ports_and_see_each_others_commits(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with flightlake_serve(
+        "--storage", str(lake), "--workers", "2", env=env_without_flightlake(), cwd=tmp_path
+    ) as served:
+        wait_until(lambda: len(worker_processes(served.proc.pid)) >= 2, 30, what="2 workers")
+        table = pa.table({"id": pa.array(range(10), pa.int64())})
+        with flight.FlightClient(served.flight) as client:
+            writer, reader = client.do_put(flight.FlightDescriptor.for_path("t"), table.schema)
+            writer.write_table(table)
+            writer.done_writing()
+            assert json.loads(reader.read().to_pybytes())["rows_written"] == 10
+            writer.close()
+        time.sleep(1.5)  # freshness_seconds (1 s): every worker sees the commit now
+        # Several connections at once, so the proxy hands them to both workers.
+        clients = [flight.FlightClient(served.flight) for _ in range(4)]
+        try:
+            counts = [
+                c.do_get(flight.Ticket(b"SELECT count(*) AS n FROM t")).read_all()["n"][0].as_py()
+                for c in clients
+            ]
+            assert counts == [10, 10, 10, 10]
+            busy = [
+                p
+                for p in worker_processes(served.proc.pid)
+                if any(c.status == psutil.CONN_ESTABLISHED for c in p.net_connections("tcp"))
+            ]
+            assert len(busy) == 2, "both workers hold client connections"
+        finally:
+            for c in clients:
+                c.close()
+        with urllib.request.urlopen(f"{served.http}/health", timeout=10) as response:
+            assert response.status == 200
+        workers = worker_processes(served.proc.pid)
+    for p in workers:  # SIGTERM to serve stopped every worker
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+
+def test_workers_start_failure_is_one_line(tmp_path: Path) -> None:
+    with flightlake_serve(
+        "--storage", str(tmp_path / "a"), env=env_without_flightlake(), cwd=tmp_path
+    ) as first:
+        result = subprocess.run(
+            [
+                *FLIGHTLAKE,
+                "serve",
+                "--storage",
+                str(tmp_path / "b"),
+                "--workers",
+                "2",
+                "--flight-port",
+                str(free_port()),
+                "--http-port",
+                str(first.http_port),  # taken by the first server
+            ],
+            env=env_without_flightlake(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert str(first.http_port) in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_workers_setting_checked(tmp_path: Path, value: str) -> None:
+    result = subprocess.run(
+        [*FLIGHTLAKE, "serve", "--storage", str(tmp_path), "--workers", value],
+        env=env_without_flightlake(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "workers" in result.stderr
+    assert "Traceback" not in result.stderr
