@@ -42,6 +42,7 @@ COMMIT_ATTEMPTS = 20
 MAX_MISSING = 4096  # names remembered as "no such table" (bounded: clients choose names)
 MAX_KEY_CHARS = 128
 _Files = list[NewFile]  # (Catalog has a method named list)
+_Commits = list[dict[str, Any]]
 
 __all__ = ["DATA_PREFIX", "Catalog", "Manifest", "NewObjects", "validate_name"]
 
@@ -256,7 +257,7 @@ class Catalog:
         self._entries: dict[str, _Entry] = {}
         self._missing: dict[str, float] = {}  # name -> when it was checked absent
         self._listed = float("-inf")
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
         #: called with each new manifest of a dataset (a ``dropped`` one when it vanished)
         self.listeners: list[Callable[[Manifest], None]] = []
@@ -315,6 +316,16 @@ class Catalog:
                 return entry
             if entry is None and missing_since is not None and now - missing_since < self.freshness:
                 return None
+        # one thread at a time uses a dataset's DeltaTable (delta-rs objects are not shared
+        # between threads); the lock is re-entrant for the commit path
+        with self.lock(name):
+            return self._check(name, force, now)
+
+    def _check(self, name: str, force: bool, now: float) -> _Entry | None:
+        with self._guard:
+            entry = self._entries.get(name)
+        if entry is not None and not force and now - entry.checked < self.freshness:
+            return entry  # another thread checked it meanwhile
         if entry is None:
             return self._discover(name, now)
         try:
@@ -440,22 +451,28 @@ class Catalog:
             live = sorted((e.manifest for e in self._entries.values()), key=lambda m: m.name)
         return live[:limit] if limit is not None else live
 
-    def table(self, name: str) -> Any:
-        """The dataset's DeltaTable, fresh (NotFound when there is none)."""
-        entry = self._fresh(name, force=True)
-        if entry is None:
-            raise NotFound(f"dataset {name!r} not found")
-        return entry.table
+    def history(self, name: str, limit: int | None = None) -> _Commits:
+        """The dataset's commitInfos, newest first (NotFound when there is none)."""
+        with self.lock(name):
+            entry = self._fresh(name, force=True)
+            if entry is None:
+                raise NotFound(f"dataset {name!r} not found")
+            return self.tables.history(entry.table, limit)
 
-    def lock(self, name: str) -> threading.Lock:
+    def lock(self, name: str) -> threading.RLock:
+        """The dataset's lock: held by commits and by whoever uses its DeltaTable."""
         with self._guard:
-            return self._locks.setdefault(name, threading.Lock())
+            lock = self._locks.get(name)
+            if lock is None:
+                lock = self._locks[name] = threading.RLock()
+            return lock
 
     # -- committing ----------------------------------------------------------------------
     def replay(self, name: str, key: str) -> Committed | None:
         """The first commit of idempotency ``key`` on ``name``, or None."""
-        entry = self._fresh(name, force=True)
-        return None if entry is None else self._replay(name, entry, key)
+        with self.lock(name):
+            entry = self._fresh(name, force=True)
+            return None if entry is None else self._replay(name, entry, key)
 
     def _replay(self, name: str, entry: _Entry, key: str) -> Committed | None:
         version = delta.replayed_version(entry.table, key)

@@ -112,7 +112,7 @@ class QueryEngine:
         # SQL texts that passed the sandbox walk at a generation, with the SQL to run for them
         # (sqlcompat's rewrite). A client prepares, gets the flight info and fetches the same
         # text: it is walked once, not three times.
-        self._audited: OrderedDict[str, tuple[int, str, frozenset[str]]] = OrderedDict()
+        self._audited: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
         self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
         self._count_lock = threading.Lock()
@@ -121,6 +121,7 @@ class QueryEngine:
         #: called with the dataset names a query reads, before they are resolved (the lake
         #: brings them up to date: freshness across servers)
         self.on_tables: Callable[[set[str]], None] | None = None
+        self._tables_of: OrderedDict[str, frozenset[str]] = OrderedDict()  # sql -> datasets
         #: resolves (dataset, "VERSION" | "TIMESTAMP", value) -> (version, file keys)
         self.time_travel: Callable[[str, str, object], tuple[int, tuple[str, ...]]] | None = None
         self._version_views: OrderedDict[str, None] = OrderedDict()
@@ -221,30 +222,28 @@ class QueryEngine:
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
-        # The sandbox verdict is cached per SQL text and view generation (main); the
-        # freshness hook (delta) still runs for every query, with the cached table names.
+        if _AT_CLAUSE.search(sql):
+            # time travel resolves versions (and times like now() - INTERVAL 1 HOUR) anew on
+            # every request: never cached
+            return self._time_travel(self._audit(sql))
         generation = self.generation
         with self._ddl:
             cached = self._audited.get(sql)
-            if cached is not None and cached[0] == generation:
-                self._audited.move_to_end(sql)
+            tables = self._tables_of.get(sql)
         if cached is not None and cached[0] == generation:
-            if cached[2] and self.on_tables is not None:
-                self.on_tables(set(cached[2]))
-            if self.generation == generation:  # no view changed meanwhile
-                return self._at_versions(cached[1])
-        tables: set[str] = set()
-        checked = self._audit(sql, tables=tables)
+            if self.on_tables is not None and tables:
+                self.on_tables(set(tables))  # freshness: other servers' commits and drops
+            if self.generation == generation:  # no view moved meanwhile: the walk holds
+                with self._ddl:
+                    self._audited.move_to_end(sql)
+                return cached[1]
+        checked = self._audit(sql)
         with self._ddl:
-            self._audited[sql] = (generation, checked, frozenset(tables))
+            self._audited[sql] = (generation, checked)
             self._audited.move_to_end(sql)
             while len(self._audited) > AUDIT_CACHE_SIZE:
                 self._audited.popitem(last=False)
-        return self._at_versions(checked)
-
-    def _at_versions(self, sql: str) -> str:
-        """``sql`` with its ``AT (VERSION | TIMESTAMP => ...)`` clauses resolved (delta)."""
-        return self._time_travel(sql) if _AT_CLAUSE.search(sql) else sql
+        return checked
 
     def _pivot_values(self, sql: str) -> list[str]:
         """The values a PIVOT's ON expression takes, read through the sandbox."""
@@ -264,7 +263,7 @@ class QueryEngine:
                 raise _translate(exc) from exc
             self._info_built = snapshot
 
-    def _audit(self, sql: str, rewrite_ok: bool = True, tables: set[str] | None = None) -> str:
+    def _audit(self, sql: str, rewrite_ok: bool = True) -> str:
         """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
         Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it
         (itself parsed and audited again, so what runs is what was checked)."""
@@ -288,15 +287,19 @@ class QueryEngine:
             if isinstance(node.get("cte_map"), dict)
             for entry in node["cte_map"].get("map", [])
         }
-        named = {
+        names = frozenset(
             str(n.get("table_name", ""))
             for n in nodes
             if n.get("type") == "BASE_TABLE" and str(n.get("table_name", "")).lower() not in ctes
-        }
-        if tables is not None:
-            tables.update(named)
+        )
+        if rewrite_ok:
+            with self._ddl:
+                self._tables_of[sql] = names
+                self._tables_of.move_to_end(sql)
+                while len(self._tables_of) > AUDIT_CACHE_SIZE:
+                    self._tables_of.popitem(last=False)
         if self.on_tables is not None:
-            self.on_tables(named)
+            self.on_tables(set(names))
         with self._ddl:
             views = {v.lower() for v in self._views}
         for node in nodes:
@@ -328,7 +331,7 @@ class QueryEngine:
         statements = duckdb.extract_statements(rewritten) if rewritten else []
         if len(statements) != 1 or statements[0].type not in _ALLOWED_STATEMENTS:
             raise QueryError("SQL error: cannot rewrite this statement")
-        return self._audit(rewritten, rewrite_ok=False, tables=tables)
+        return self._audit(rewritten, rewrite_ok=False)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for one request, looking at the flightlake catalog."""

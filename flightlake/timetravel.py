@@ -61,9 +61,8 @@ class TimeTravel:
     def versions(self, name: str, limit: int = 1000) -> list[dict[str, object]]:
         """Newest first: version, timestamp (ISO), operation, rows_added, rows_total."""
         validate_name(name)
-        table = self.catalog.table(name)
         out: list[dict[str, object]] = []
-        for commit in self.catalog.tables.history(table, limit):
+        for commit in self.catalog.history(name, limit):
             out.append(
                 {
                     "version": int(commit.get("version", -1)),

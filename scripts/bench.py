@@ -13,6 +13,8 @@ storage), and measures
 4. concurrency: 1/2/4/8 client processes, throughput and small-query latency (+ plot)
 5. batch size: do_get throughput per FLIGHTLAKE_BATCH_ROWS
 6. HTTP JSON and ADBC against Flight, when scripts/bench_http.py / bench_adbc.py exist
+7. Delta tables (scripts/bench_delta.py): commit latency at 1/100/1000 commits, a point query
+   after 300 small appends before/after compaction, the freshness check's cost on count(*)
 
 Each figure is a median of at least 3 runs and each target a ratio against its limit. This
 is a benchmark, not a test: nothing here asserts a time.
@@ -66,7 +68,7 @@ from scripts.bench_report import (
     plot_concurrency,
 )
 
-SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc")
+SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc", "delta")
 BATCH_SIZES = (8_192, 16_384, 65_536, 262_144, 1_048_576)
 CONCURRENCY = (1, 2, 4, 8)
 HTTP_JSON_TARGET = 20.0
@@ -207,6 +209,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                     st[kind].child("query"), workdir, BATCH_SIZES, args.repeats
                 )
                 report_batches(report, kind, batches, args.repeats)
+            if "delta" in args.only:
+                mark(report, "7. Delta tables")
+                run_delta(report, st, kinds, 200 if args.quick else 1000, small_runs)
     finally:
         if not args.keep:
             remove_tree(workdir)
@@ -257,6 +262,60 @@ def optional_sections(
                 f"section 6 ({what}): `{module.replace('.', '/')}.py` failed in this run "
                 f"({type(exc).__name__}: {str(exc)[:200]}); no numbers for it."
             )
+
+
+def run_delta(
+    report: Report, st: dict[str, Store], kinds: Sequence[str], commits: int, runs: int
+) -> None:
+    """Section 7: scripts/bench_delta.py on a fresh root per storage."""
+    from scripts import bench_delta
+
+    sec = report.section(
+        "7. Delta tables",
+        "In process (the lake core, no front end), compaction off while measuring. Commit "
+        f"latency: {commits} appends of 10 rows to one dataset, p50/p99 over the 20 commits "
+        "around 1, 100 and 1,000, against a bare conditional PUT. Point query "
+        "`SELECT sum(v) FROM t WHERE id = 3` after 300 appends of 10 rows, before and after "
+        "`compact`, against the same 3,000 rows ingested at once (median of "
+        f"{runs}). Freshness: count(*) with no check, the default 1 s and a probe per query.",
+    )
+    for kind in kinds:
+        store = st[kind].child("delta")
+        result = bench_delta.run(store.url, store.s3, commits, runs)
+        sec.blocks.append("\n".join(bench_delta.report_lines(kind, result)[2:]))
+        c, p, f = result["commit"], result["point"], result["freshness"]
+        for at in (1, 100, 1000):
+            if f"p50@{at}" in c:
+                report.check(
+                    "7. delta",
+                    f"commit p50 at {at} commits / conditional PUT, {kind}",
+                    fmt_ratio(c[f"p50@{at}"] / c["put_p50"]),
+                    "(info)",
+                    None,
+                )
+        after = p["after"] / p["once"]
+        report.check(
+            "7. delta",
+            f"point query after 300 appends, compacted / at once, {kind}",
+            fmt_ratio(after),
+            "<= 2x + 5 ms",
+            p["after"] <= 2 * p["once"] + 0.005,
+        )
+        report.check(
+            "7. delta",
+            f"point query after 300 appends, not compacted / at once, {kind}",
+            fmt_ratio(p["before"] / p["once"]),
+            "(info)",
+            None,
+        )
+        added = (f["default"] - f["none"]) * 1000
+        report.check(
+            "7. delta",
+            f"freshness check added to count(*) (default 1 s), {kind}",
+            f"{added:+.2f} ms",
+            "<= 1 ms",
+            added <= 1.0,
+        )
 
 
 def run_adbc(

@@ -449,3 +449,20 @@ def test_docs_examples_run(srv: Running) -> None:
     assert len(runnable) >= 3
     for block in runnable:
         exec(block.replace("8815", str(srv.server.port)), {})
+
+
+def test_time_travel_through_adbc(conn: dbapi.Connection, srv: Running) -> None:
+    before = _count(conn, "workers")
+    srv.lake.ingest_csv("workers", [open_header(srv) + b"\n"])  # an empty append: version 1
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM workers AT (VERSION => 0)")
+        assert cur.fetchone() == (before,)
+        cur.execute("SELECT count(*) FROM workers AT (VERSION => 1)")
+        assert cur.fetchone() == (before,)
+    with conn.cursor() as cur, pytest.raises(adbc_driver_manager.Error, match="no version 9"):
+        cur.execute("SELECT count(*) FROM workers AT (VERSION => 9)")
+
+
+def open_header(srv: Running) -> bytes:
+    """The CSV header line of the workers dataset (column names)."""
+    return ",".join(srv.lake.dataset("workers").schema.names).encode()

@@ -737,3 +737,21 @@ def test_refused_small_uploads_never_reset_the_connection(http: RunningHttp) -> 
     body = b"id,name,score\n" + b"".join(b"%d,n,1.5\n" % i for i in range(20_000))
     for _ in range(20):
         assert_error(ingest(http.client, "r", body, mode="create"), 409)
+
+
+def test_time_travel_and_versions_over_http(tmp_path: Path) -> None:
+    """AT (VERSION => N) through /v1/sql; the manifest carries location and version."""
+    with lake_http(make_settings(str(tmp_path / "lake"))) as running:
+        lake = running.lake
+        lake.ingest_csv("tt", [b"a\n1\n2\n"])
+        lake.ingest_csv("tt", [b"a\n3\n"])
+        manifest = running.client.get("/v1/datasets/tt").json()
+        assert manifest["version"] == 1
+        assert manifest["location"].endswith("/data/tt")
+        answer = running.client.post(
+            "/v1/sql", json={"sql": "SELECT count(*) AS n FROM tt AT (VERSION => 0)"}
+        )
+        assert answer.json() == [{"n": 2}]
+        gone = running.client.post("/v1/sql", json={"sql": "SELECT * FROM tt AT (VERSION => 5)"})
+        assert gone.status_code == 404
+        assert "no version 5" in gone.json()["error"]
