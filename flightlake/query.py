@@ -16,7 +16,6 @@ import heapq
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from flightlake import sqlcompat
+from flightlake import atclause, sqlcompat
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
 from flightlake.storage import Storage
@@ -222,7 +221,7 @@ class QueryEngine:
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
-        if _AT_CLAUSE.search(sql):
+        if atclause.mentions(sql):
             # time travel resolves versions (and times like now() - INTERVAL 1 HOUR) anew on
             # every request: never cached
             return self._time_travel(self._audit(sql))
@@ -442,26 +441,16 @@ class QueryEngine:
             return sql
         if self.time_travel is None:
             raise QueryError("AT (...) time travel is not available here")
-        raw = sql.encode()
-        edits: list[tuple[int, int, bytes]] = []
-        for node in refs:
-            start = int(node.get("query_location", -1))
-            span = _at_span(raw, start)
-            if span is None:
-                raise QueryError("cannot read the AT (...) clause; write name AT (VERSION => n)")
-            open_paren, close_paren = span
-            unit = str(node["at_clause"].get("unit", "")).upper()
-            inner = raw[open_paren + 1 : close_paren].decode()
-            expr = inner.split("=>", 1)[1] if "=>" in inner else ""
-            value = self._evaluate(expr, unit)
-            table = str(node.get("table_name", ""))
-            version, keys = self.time_travel(table, unit, value)
-            view = self._version_view(table, version, keys)
-            alias = "" if node.get("alias") else f" AS {quote_ident(table)}"
-            edits.append((start, close_paren + 1, (quote_ident(view) + alias).encode()))
-        for start, end, text in sorted(edits, reverse=True):
-            raw = raw[:start] + text + raw[end:]
-        return raw.decode()
+        time_travel = self.time_travel
+
+        def view_for(table: str, unit: str, expr: str) -> str:
+            version, keys = time_travel(table, unit, self._evaluate(expr, unit))
+            return self._version_view(table, version, keys)
+
+        try:
+            return atclause.rewrite(sql, refs, view_for)
+        except atclause.AtClauseError as exc:
+            raise QueryError(str(exc)) from exc
 
     def _evaluate(self, expr: str, unit: str) -> object:
         """The value of an AT clause's expression (checked like any SQL): a timestamp as
@@ -503,32 +492,6 @@ class QueryEngine:
 
 
 VERSION_VIEWS = 64
-_AT_CLAUSE = re.compile(r"\bAT\s*\(", re.IGNORECASE)
-
-
-def _at_span(raw: bytes, start: int) -> tuple[int, int] | None:
-    """Byte offsets of the parentheses of the AT clause following the table reference that
-    starts at ``start`` (quotes inside are skipped)."""
-    match = re.compile(rb"\bAT\s*\(", re.IGNORECASE).search(raw, max(start, 0))
-    if match is None:
-        return None
-    open_paren = match.end() - 1
-    depth = 0
-    quote = 0
-    for i in range(open_paren, len(raw)):
-        c = raw[i]
-        if quote:
-            if c == quote:
-                quote = 0
-        elif c in (0x27, 0x22):  # ' or "
-            quote = c
-        elif c == 0x28:
-            depth += 1
-        elif c == 0x29:
-            depth -= 1
-            if depth == 0:
-                return open_paren, i
-    return None
 
 
 class _Deadline:
