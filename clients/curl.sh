@@ -34,16 +34,26 @@ echo "== ingest $CSV as $NAME (mode=overwrite: re-running replaces it)"
 "${CURL[@]}" -F "file=@${CSV};type=text/csv" "$HTTP/v1/ingest?name=${NAME}&mode=overwrite"
 echo
 
+# The sample's own questions when the file has its columns; otherwise ones about the first
+# column of the file's header (any CSV works with --csv).
+HEADER="$(head -n 1 "$CSV" | tr -d '\r')"
+case ",${HEADER}," in
+  *,state,*product,*quantity,*unit_price,*)
+    JSON_SQL="SELECT state, count(*) AS orders, sum(quantity * unit_price) AS revenue FROM ${NAME} GROUP BY state ORDER BY state"
+    CSV_SQL="SELECT product, sum(quantity) AS units FROM ${NAME} GROUP BY product ORDER BY product" ;;
+  *)
+    FIRST="${HEADER%%,*}"; FIRST="${FIRST//\"/}"
+    JSON_SQL="SELECT count(*) AS rows FROM ${NAME}"
+    CSV_SQL="SELECT \\\"${FIRST}\\\" AS value, count(*) AS n FROM ${NAME} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5" ;;
+esac
+
 echo "== sql -> JSON rows"
-"${CURL[@]}" -H 'Content-Type: application/json' \
-  -d "{\"sql\": \"SELECT state, count(*) AS orders, sum(quantity * unit_price) AS revenue FROM ${NAME} GROUP BY state ORDER BY state\"}" \
-  "$HTTP/v1/sql"
+"${CURL[@]}" -H 'Content-Type: application/json' -d "{\"sql\": \"${JSON_SQL}\"}" "$HTTP/v1/sql"
 echo
 
 echo "== sql -> CSV"
 "${CURL[@]}" -H 'Content-Type: application/json' -H 'Accept: text/csv' \
-  -d "{\"sql\": \"SELECT product, sum(quantity) AS units FROM ${NAME} GROUP BY product ORDER BY product\"}" \
-  "$HTTP/v1/sql"
+  -d "{\"sql\": \"${CSV_SQL}\"}" "$HTTP/v1/sql"
 
 echo "== datasets"
 "${CURL[@]}" "$HTTP/v1/datasets"

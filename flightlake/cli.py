@@ -37,11 +37,14 @@ RETRY_BACKOFF_SECONDS = 1.0  # doubled at each retry: 1, 2, 4, ...
 
 
 def clean_message(exc: BaseException) -> str:
-    """One line for a user: drop gRPC/Arrow detail and server tracebacks."""
-    text = str(exc)
+    """One line for a user: drop gRPC/Arrow detail and server tracebacks.
+
+    A KeyError's str() is its message in quotes (``"'x'"``): its message is taken from its
+    argument instead, so a message that ends in a quote keeps it (``unknown setting 'x'``).
+    """
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     for marker in (". Detail:", ". gRPC client debug context", "\nDetail:"):
         text = text.split(marker, 1)[0]
-    text = text.strip().strip("'\"")
     return " ".join(text.split()) or type(exc).__name__
 
 
@@ -75,6 +78,10 @@ def cli_errors(func: F) -> F:
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logs.")
 def main(verbose: bool) -> None:
     """flightlake: push CSV or Arrow into a Parquet lake, query it with SQL over Flight."""
+    if not verbose:
+        # gRPC logs to stderr itself (e.g. "Failed to add port to server ..."), around the one
+        # line the CLI prints; it reads this when it first starts, after this point.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -100,6 +107,13 @@ def main(verbose: bool) -> None:
     is_flag=True,
     default=None,
     help="Allow a non-loopback --host with no tokens or users configured (no authentication).",
+)
+@click.option(
+    "--create-bucket",
+    "s3_create_bucket",
+    is_flag=True,
+    default=None,
+    help="Create the s3:// storage bucket when it is missing (else serve refuses to start).",
 )
 @cli_errors
 def serve(config_file: str | None, **flags: Any) -> None:
@@ -417,10 +431,18 @@ def _render_table(table: pa.Table, limit: int = 1000) -> str:
 def datasets(as_json: bool, remote: Remote) -> None:
     """List datasets."""
     client, options = remote.connect()
-    results = list(client.do_action(flight.Action("list", b""), options))
-    manifests = json.loads(results[0].body.to_pybytes()) if results else []
+    body = json.dumps({"with_total": True}).encode()
+    results = list(client.do_action(flight.Action("list", body), options))
+    answer = json.loads(results[0].body.to_pybytes()) if results else []
+    if isinstance(answer, list):  # a server before 0.2 answers the bare list
+        answer = {"datasets": answer, "total": len(answer), "max_list": None}
+    manifests = answer["datasets"]
+    hidden = answer["total"] - len(manifests)
+    footer = f"… {hidden} more not shown (max_list={answer['max_list']})" if hidden > 0 else ""
     if as_json:
         click.echo(json.dumps(manifests, indent=2))
+        if footer:
+            click.echo(footer, err=True)  # stdout stays JSON
         return
     table = pa.table(
         {
@@ -432,6 +454,8 @@ def datasets(as_json: bool, remote: Remote) -> None:
         }
     )
     click.echo(_render_table(table))
+    if footer:
+        click.echo(footer)
 
 
 @main.command()

@@ -6,6 +6,7 @@
     ├── NotFound            unknown dataset
     ├── Conflict            schema conflict, dataset exists in mode=create, lost commit race
     ├── TooLarge            an upload past the configured cap
+    ├── ResourceExhausted   a query past its memory budget, or a disk below its free-space floor
     ├── Unavailable         overload (no ingest slot) or the object store is unreachable
     │   └── StorageError    the object store failed
     ├── Unauthenticated     missing or wrong credentials
@@ -50,6 +51,12 @@ class TooLarge(FlightlakeError):
     """The upload exceeds the configured size cap."""
 
     code = "too_large"
+
+
+class ResourceExhausted(FlightlakeError):
+    """The request needs more memory or disk than the server's limits allow."""
+
+    code = "resource_exhausted"
 
 
 class Unavailable(FlightlakeError):

@@ -23,10 +23,13 @@ with the web console), the uvicorn thread in ``http_server``; ``HttpServer``, ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any
 
 import anyio
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -49,6 +52,7 @@ from flightlake.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    ResourceExhausted,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -86,7 +90,7 @@ MEDIA_TYPES = {
 # -- errors ----------------------------------------------------------------------------------
 _STATUS: tuple[tuple[type[FlightlakeError], int], ...] = (  # first match wins
     (NotFound, 404), (Conflict, 409), (TooLarge, 413), (InvalidInput, 400),
-    (Unavailable, 503), (Unauthenticated, 401), (Forbidden, 403),
+    (Unavailable, 503), (Unauthenticated, 401), (Forbidden, 403), (ResourceExhausted, 507),
 )  # fmt: skip
 
 
@@ -177,17 +181,31 @@ class ResultStream(StreamingResponse):
     incomplete body rather than a valid-looking truncated result.
     """
 
-    def __init__(self, first: bytes, chunks: Generator[bytes, None, None], fmt: str) -> None:
-        super().__init__(self._pieces(first, chunks), media_type=MEDIA_TYPES[fmt])
+    def __init__(
+        self,
+        first: bytes,
+        chunks: Generator[bytes, None, None],
+        fmt: str,
+        gone: threading.Event | None = None,
+    ) -> None:
+        gone = gone if gone is not None else threading.Event()
+        super().__init__(self._pieces(first, chunks, gone), media_type=MEDIA_TYPES[fmt])
 
     @staticmethod
-    async def _pieces(first: bytes, chunks: Generator[bytes, None, None]) -> AsyncIterator[bytes]:
+    async def _pieces(
+        first: bytes, chunks: Generator[bytes, None, None], gone: threading.Event
+    ) -> AsyncIterator[bytes]:
         try:
             yield first
             while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
                 yield chunk
         finally:
-            chunks.close()
+            # Cut short (client gone): a worker thread may still be inside next(chunks),
+            # waiting on DuckDB; ``gone`` makes the query watchdog interrupt it, and that
+            # thread then closes the generator itself.
+            gone.set()
+            with contextlib.suppress(ValueError):  # "generator already executing"
+                chunks.close()
 
     async def stream_response(self, send: Send) -> None:
         try:
@@ -277,19 +295,23 @@ class Api:
         self.authorize(request)
         sql = _sql_text(await _small_body(request, SQL_BODY_CAP))
         fmt = result_format(request.headers.get("accept", ""))
-        reader = await run_in_threadpool(self.lake.query, sql)
+        gone = threading.Event()  # set when the client disconnects: the query is interrupted
+        reader = await _unless_gone(request, gone, self.lake.query, sql, None, None, gone.is_set)
         chunks = encode_result(reader, fmt)
         try:  # the first batch is read before the status line: early errors get their code
-            first = await run_in_threadpool(next, chunks)
+            first = await _unless_gone(request, gone, next, chunks)
         except BaseException:
             chunks.close()
             raise
-        return ResultStream(first, chunks, fmt)
+        return ResultStream(first, chunks, fmt, gone)
 
     async def datasets(self, request: Request) -> Response:
         self.authorize(request)
-        manifests = await run_in_threadpool(self.lake.datasets)
-        return JSONResponse([m.to_json() for m in manifests])
+        manifests, total = await run_in_threadpool(self.lake.datasets_page)
+        headers = {"X-Flightlake-Total": str(total)}  # a listing cut at max_list says so
+        if total > len(manifests):
+            headers["X-Flightlake-Truncated"] = "true"
+        return JSONResponse([m.to_json() for m in manifests], headers=headers)
 
     async def dataset(self, request: Request) -> Response:
         self.authorize(request)
@@ -307,6 +329,31 @@ class Api:
     async def metrics(self, request: Request) -> Response:
         self.authorize(request)
         return Response(observe.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _unless_gone(
+    request: Request, gone: threading.Event, func: Callable[..., Any], *args: Any
+) -> Any:
+    """``func(*args)`` in a worker thread, setting ``gone`` if the client disconnects
+    meanwhile (checked every 0.1 s), so a query nobody waits for is interrupted."""
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(0.1)
+        gone.set()
+
+    outcome: dict[str, Any] = {}
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            outcome["value"] = await run_in_threadpool(func, *args)
+        except Exception as exc:  # re-raised below, outside the group (no ExceptionGroup)
+            outcome["error"] = exc
+        finally:
+            group.cancel_scope.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 async def _small_body(request: Request, cap: int) -> bytes:

@@ -10,6 +10,8 @@ import time
 import uvicorn
 from starlette.types import ASGIApp
 
+from flightlake.values import url_host
+
 
 class HttpServer:
     """uvicorn serving ``app`` from a thread of this process; ``start`` binds or raises."""
@@ -51,7 +53,7 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return f"{self.scheme}://{url_host(self.host)}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> HttpServer:
         self._thread.start()

@@ -9,7 +9,6 @@ pieces to ``Lake.ingest_*``.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from flightlake.config import Settings
 from flightlake.errors import InvalidInput, TooLarge, Unavailable
+from flightlake.ingest import spool
 from flightlake.lake import IngestResult, Lake
 
 UPLOAD_PIECE = 1 << 20  # upload bytes handed to the ingest thread at a time
@@ -226,11 +226,9 @@ def ingest_upload(
     ``idempotency_key`` already committed for the dataset, the answer is that replay."""
     if fmt == "csv":
         return lake.ingest_csv(name, chunks, mode, idempotency_key=idempotency_key)
-    with tempfile.NamedTemporaryFile(prefix="flightlake-upload-", dir=spool_dir or None) as tmp:
-        for chunk in chunks:
-            tmp.write(chunk)
-        tmp.flush()
-        schema, batches = _open_arrow(Path(tmp.name), fmt)
+    floor = lake.settings.min_free_spool_bytes  # the spool disk is guarded like CSV's
+    with spool(chunks, spool_dir, floor, suffix=f".{fmt}") as (path, _size):
+        schema, batches = _open_arrow(path, fmt)
         return lake.ingest_arrow(name, schema, batches, mode, idempotency_key=idempotency_key)
 
 

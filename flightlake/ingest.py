@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from flightlake.admission import check_free_disk
 from flightlake.catalog import DATA_PREFIX, NewObjects
 from flightlake.delta import delta_schema, file_stats
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
@@ -43,6 +44,7 @@ ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group (DuckDB scans row grou
 ROW_GROUP_BYTES = 64 << 20  # ...or this many bytes of Arrow data, whichever comes first
 FILE_ROWS = 4 * 1024 * 1024  # a new Parquet object after this many rows
 COMPRESSION = "zstd"
+SPOOL_CHECK_BYTES = 8 << 20  # free disk space is checked whenever this much more is spooled
 _WIDEN: dict[str, pa.DataType] = {"int64": pa.float64()}
 _CONVERSION_RE = re.compile(
     r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to ([^:]+): "
@@ -108,6 +110,7 @@ class ParquetSink:
     def _write_group(self) -> None:
         if not self._group.batches:
             return
+        self.storage.check_free_space(self._group.nbytes)
         if self._writer is None:
             self._open()
         assert self._writer is not None
@@ -248,16 +251,38 @@ def _retype(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
 
 # -- CSV ------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def spool(chunks: Iterable[bytes | memoryview], spool_dir: str = "") -> Iterator[tuple[Path, int]]:
-    """Write a byte stream to a local temp file; yield (path, size); delete it afterwards."""
-    fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=".csv", dir=spool_dir or None)
+def spool(
+    chunks: Iterable[bytes | memoryview],
+    spool_dir: str = "",
+    min_free_bytes: int = 0,
+    suffix: str = ".csv",
+) -> Iterator[tuple[Path, int]]:
+    """Write a byte stream to a local temp file; yield (path, size); delete it afterwards.
+
+    Raises ResourceExhausted (naming the spool disk, not its path) before a write would
+    leave less than ``min_free_bytes`` free on the spool's volume (0: no check); the partial
+    spool file is deleted.
+    """
+    fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=suffix, dir=spool_dir or None)
     path = Path(name)
     size = 0
+    unchecked = SPOOL_CHECK_BYTES  # check before the first write, then every few MiB
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
+                n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
+                unchecked += n
+                if min_free_bytes and unchecked >= SPOOL_CHECK_BYTES:
+                    check_free_disk(
+                        str(path.parent),
+                        min_free_bytes + unchecked,
+                        "ingest spool disk",
+                        "min_free_spool_bytes",
+                        floor=min_free_bytes,
+                    )
+                    unchecked = 0
                 fh.write(chunk)
-                size += len(chunk)
+                size += n
         yield path, size
     finally:
         path.unlink(missing_ok=True)

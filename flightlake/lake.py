@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -159,10 +159,23 @@ class Lake:
 
     # -- catalog -------------------------------------------------------------------------
     def datasets(self) -> list[Manifest]:
-        """Every dataset's manifest (at most ``max_list``), at most ``freshness_seconds``
-        behind other servers' commits, creates and drops."""
-        self.catalog.refresh_listing()
-        return self.catalog.list(limit=self.settings.max_list)
+        """The live datasets sorted by name, at most ``max_list`` of them (see datasets_page)."""
+        return self.datasets_page()[0]
+
+    def datasets_page(self) -> tuple[list[Manifest], int]:
+        """(the first ``max_list`` live datasets sorted by name, how many live datasets there
+        are). A listing cut at ``max_list`` is logged, so a hidden dataset is never silent."""
+        self.catalog.refresh_listing()  # at most freshness_seconds behind other servers
+        every = self.catalog.list()
+        shown = every[: self.settings.max_list]
+        if len(shown) < len(every):
+            log.warning(
+                "dataset listing cut at max_list=%d: %d of %d datasets shown",
+                self.settings.max_list,
+                len(shown),
+                len(every),
+            )
+        return shown, len(every)
 
     def dataset(self, name: str) -> Manifest:
         return self.catalog.get(name)
@@ -267,7 +280,10 @@ class Lake:
             if replayed is not None:
                 return replayed
             head = self._precheck(name, mode)
-            with spool(chunks, self.settings.spool_dir) as (path, size):
+            with spool(chunks, self.settings.spool_dir, self.settings.min_free_spool_bytes) as (
+                path,
+                size,
+            ):
                 return self._ingest_spooled_csv(name, mode, head, path, size, key)
 
     def ingest_csv_file(
@@ -347,21 +363,31 @@ class Lake:
 
     # -- query ---------------------------------------------------------------------------
     def query(
-        self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
+        self,
+        sql: str,
+        batch_rows: int | None = None,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
-        """Run client SQL; the reader streams the result. ``params`` bind its placeholders."""
+        """Run client SQL; the reader streams the result. ``params`` bind its placeholders;
+        ``cancelled`` says when the client is gone (the query is then interrupted)."""
         if self._stale_views:
             self._rebuild_stale_views()
         try:
-            return self.engine.execute(sql, batch_rows, params)
+            return self.engine.execute(sql, batch_rows, params, cancelled)
         except NotFound as exc:
             raise self._unavailable_if_stale(exc) from exc
 
-    def query_schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
+    def query_schema(
+        self,
+        sql: str,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> pa.Schema:
         if self._stale_views:
             self._rebuild_stale_views()
         try:
-            return self.engine.schema(sql, params)
+            return self.engine.schema(sql, params, cancelled)
         except NotFound as exc:
             raise self._unavailable_if_stale(exc) from exc
 

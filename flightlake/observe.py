@@ -65,6 +65,30 @@ QUERY_SECONDS = Histogram(
 )
 INGESTS_IN_FLIGHT = Gauge("flightlake_ingests_in_flight", "Ingests running now.", registry=REGISTRY)
 DATASETS = Gauge("flightlake_datasets", "Datasets in the catalog.", registry=REGISTRY)
+QUERIES_CANCELLED = Counter(
+    "flightlake_queries_cancelled",
+    "Queries interrupted by the server: reason timeout (query_timeout) or client_gone "
+    "(deadline passed, cancelled or disconnected).",
+    ["reason"],
+    registry=REGISTRY,
+)
+QUERIES_REJECTED = Counter(
+    "flightlake_queries_rejected",
+    "Queries refused because no slot freed within query_queue_seconds.",
+    registry=REGISTRY,
+)
+QUERIES_RUNNING = Gauge(
+    "flightlake_queries_running", "Queries running or streaming now.", registry=REGISTRY
+)
+QUERIES_QUEUED = Gauge(
+    "flightlake_queries_queued", "Queries waiting for a query slot now.", registry=REGISTRY
+)
+RESOURCE_REFUSALS = Counter(
+    "flightlake_resource_exhausted",
+    "Requests refused for memory or disk: resource memory, or the disk's role.",
+    ["resource"],
+    registry=REGISTRY,
+)
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 reqlog = logging.getLogger("flightlake.request")
@@ -88,6 +112,12 @@ def bind(active_ingests: Callable[[], int], datasets: Callable[[], int]) -> None
     """Point the gauges at a lake (the last one bound wins)."""
     INGESTS_IN_FLIGHT.set_function(lambda: float(active_ingests()))
     DATASETS.set_function(lambda: float(datasets()))
+
+
+def bind_queries(running: Callable[[], int], queued: Callable[[], int]) -> None:
+    """Point the query gauges at an engine (the last one bound wins)."""
+    QUERIES_RUNNING.set_function(lambda: float(running()))
+    QUERIES_QUEUED.set_function(lambda: float(queued()))
 
 
 def record(

@@ -69,6 +69,21 @@ def _health_op(summary: str, auth: bool) -> dict[str, Any]:
     return op
 
 
+def _listing(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` whose 200 answer carries the listing's headers (how many, whether cut)."""
+    op["responses"]["200"]["headers"] = {
+        "X-Flightlake-Total": {
+            "description": "How many datasets there are",
+            "schema": {"type": "integer"},
+        },
+        "X-Flightlake-Truncated": {
+            "description": "'true' when max_list cut the listing",
+            "schema": {"type": "string"},
+        },
+    }
+    return op
+
+
 _NAME = _param("name", "path", {"type": "string"}, required=True)
 _SQL_BODY = {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}}
 _UPLOAD = {"type": "object", "required": ["file"], "properties": {"file": _BINARY}}
@@ -118,8 +133,9 @@ OPENAPI: dict[str, Any] = {
             {400: "Bad SQL or not one SELECT", 404: "Unknown dataset", 413: "Body over 1 MiB"},
             (_param("Accept", "header", {"enum": RESULT_TYPES}),),
             _content(_SQL_BODY))},
-        "/v1/datasets": {"get": _op(
-            "Every dataset's manifest", _content({"type": "array", "items": _MANIFEST}), {})},
+        "/v1/datasets": {"get": _listing(_op(
+            "Every dataset's manifest, by name, at most max_list of them",
+            _content({"type": "array", "items": _MANIFEST}), {}))},
         "/v1/datasets/{name}": {
             "get": _op("One dataset's manifest", _content(_MANIFEST),
                        {404: "Unknown dataset"}, (_NAME,)),

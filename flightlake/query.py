@@ -11,15 +11,14 @@ type, not by string matching). For S3, httpfs is loaded offline from the pinned
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
-import heapq
 import json
 import logging
 import os
 import tempfile
 import threading
-import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -28,10 +27,22 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from flightlake import atclause, sqlcompat
+from flightlake import atclause, observe, sqlcompat
+from flightlake.admission import (
+    CLIENT_GONE,
+    MEMORY,
+    TIMEOUT,
+    Handoff,
+    QuerySlots,
+    QueryThreads,
+    Watch,
+    Watchdog,
+    memory_ceiling,
+)
 from flightlake.config import Settings
-from flightlake.errors import NotFound, QueryError, StorageError, Unavailable
+from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
 from flightlake.storage import Storage
+from flightlake.values import parse_size
 
 log = logging.getLogger("flightlake.query")
 
@@ -97,7 +108,8 @@ class QueryEngine:
             "extension_directory": str(tmp / "extensions"),
             "secret_directory": str(tmp / "secrets"),
             "temp_directory": str(tmp / "spill"),
-            "memory_limit": settings.query_memory_limit,
+            # in bytes: DuckDB reads sizes itself but not "80%" (config.parse_size does)
+            "memory_limit": f"{parse_size(settings.query_memory_limit)}B",
             "allow_persistent_secrets": False,
         }
         if settings.query_threads > 0:
@@ -113,10 +125,20 @@ class QueryEngine:
         # text: it is walked once, not three times.
         self._audited: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
+        cores = os.cpu_count() or 1
+        self._slots = QuerySlots(
+            settings.max_concurrent_queries or 2 * cores, settings.query_queue_seconds
+        )
+        self._watchdog = Watchdog(
+            memory_ceiling=memory_ceiling(
+                settings.max_server_memory_bytes, settings.query_memory_limit
+            )
+        )
         self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
-        self._count_lock = threading.Lock()
-        self._deadlines = _Deadlines()
-        self._active = 0
+        self._threads = QueryThreads(keep=self._slots.limit)
+        self._open_lock = threading.Lock()
+        self._open = 0
+        observe.bind_queries(lambda: self.running_queries, lambda: self.queued_queries)
         #: called with the dataset names a query reads, before they are resolved (the lake
         #: brings them up to date: freshness across servers)
         self.on_tables: Callable[[set[str]], None] | None = None
@@ -361,63 +383,191 @@ class QueryEngine:
             raise QueryError(f"not allowed: {qualified} is not a dataset")
         raise NotFound(f"dataset {table!r} not found")
 
-    def schema(self, sql: str, params: QueryParams | None = None) -> pa.Schema:
-        """The result schema of ``sql`` without running it to completion."""
+    def schema(
+        self,
+        sql: str,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> pa.Schema:
+        """The result schema of ``sql`` without running it to completion.
+
+        ``cancelled`` (the front end's "is my client gone?") is polled by the watchdog, which
+        interrupts the binding when it turns true or after ``query_timeout`` seconds.
+        """
         sql = self.check(sql)
         cursor = self._cursor()
+        watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
         try:
             rel = cursor.sql(sql, params=params)
             return rel.limit(0).to_arrow_table().schema
         except duckdb.Error as exc:
-            raise _translate(exc) from exc
+            raise self._translate(exc, watch.reason) from exc
         finally:
+            self._watchdog.unwatch(watch)
             cursor.close()
 
     def execute(
-        self, sql: str, batch_rows: int | None = None, params: QueryParams | None = None
+        self,
+        sql: str,
+        batch_rows: int | None = None,
+        params: QueryParams | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> pa.RecordBatchReader:
         """Run ``sql`` and return a reader streaming its result batch by batch.
 
         ``params`` fill the statement's ``?`` / ``$1`` (a sequence) or ``$name`` (a mapping)
         placeholders through DuckDB's own binding, never by pasting text into the SQL.
 
-        The cursor lives as long as the reader is being consumed; the query is interrupted
-        after ``query_timeout`` seconds or when the reader is closed early.
+        The query first takes one of ``max_concurrent_queries`` slots, waiting up to
+        ``query_queue_seconds`` (else ``Unavailable``). The slot and the cursor live as long
+        as the reader is being consumed. The watchdog interrupts the query, before or after
+        its first batch, once ``cancelled()`` (the front end's "is my client gone?") turns
+        true or ``query_timeout`` seconds have passed; closing the reader early interrupts it
+        too. A result batch larger than ``max_result_batch_bytes`` and DuckDB running out of
+        ``query_memory_limit`` raise ``ResourceExhausted``.
         """
         sql = self.check(sql)
-        cursor = self._cursor()
-        timer = self._deadlines.add(self.settings.query_timeout, cursor.interrupt)
+        self._slots.acquire(cancelled)
+        try:
+            cursor = self._cursor()
+        except BaseException:
+            self._slots.release()
+            raise
+        watch = self._watchdog.watch(
+            functools.partial(_interrupt, cursor), cancelled, self.settings.query_timeout
+        )
+        handoff = Handoff()
+        rows = batch_rows or self.settings.batch_rows
+        try:
+            self._threads.submit(
+                functools.partial(self._produce, cursor, watch, handoff, sql, params, rows)
+            )
+        except BaseException:
+            self._watchdog.unwatch(watch)
+            cursor.close()
+            self._slots.release()
+            raise
+        kind, value = handoff.get()  # the schema, once DuckDB has the first chunk; or an error
+        if kind == "error":
+            self._watchdog.release(watch, abandoned=False)
+            raise self._translate(value, watch.reason) from value
+        with self._open_lock:
+            self._open += 1
+        batches = self._guarded(handoff, watch)
+        next(batches)  # started: dropping it unread now runs its finally (ends the query)
+        return pa.RecordBatchReader.from_batches(value, batches)
+
+    def _produce(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        watch: Watch,
+        handoff: Handoff,
+        sql: str,
+        params: QueryParams | None,
+        batch_rows: int,
+    ) -> bool:
+        """The query's DuckDB work, on a thread of its own: the watchdog lowers the priority
+        of this thread once the query turns out heavy, so small queries stay fast beside it.
+        Hands the schema, then each batch, then ``end`` (or an ``error``) to the reader.
+        Returns whether its thread must retire (its priority was lowered)."""
+        watch.thread_id = threading.get_native_id()
+        outcome: tuple[str, Any] | None = None
         try:
             cursor.execute(sql, params)
-            reader = cursor.to_arrow_reader(batch_rows or self.settings.batch_rows)
-        except duckdb.Error as exc:
-            timer.cancel()
+            reader = cursor.to_arrow_reader(batch_rows)
+            if not handoff.put("schema", reader.schema):
+                return watch.niced
+            while outcome is None:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    outcome = ("end", None)
+                    break
+                if not handoff.put("batch", batch):
+                    return watch.niced
+        except BaseException as exc:
+            outcome = ("error", exc)
+        finally:
+            # over before the reader hears so: its slot is free once the stream has ended
+            self._watchdog.unwatch(watch)
             cursor.close()
-            raise _translate(exc, self.settings.query_timeout) from exc
-        except BaseException:
-            timer.cancel()
-            cursor.close()
-            raise
-        with self._count_lock:
-            self._active += 1
-        release = _Release(cursor, timer, self._finished)
-        batches = _guarded(reader, release, self.settings.query_timeout)
-        # A stream dropped before its first batch never enters the generator's `finally`:
-        # release the cursor when the generator itself goes away, too.
-        weakref.finalize(batches, release)
-        return pa.RecordBatchReader.from_batches(reader.schema, batches)
+            self._slots.release()
+        if outcome is not None:
+            handoff.put(*outcome)
+        return watch.niced
 
-    def _finished(self) -> None:
-        with self._count_lock:
-            self._active -= 1
+    def _guarded(self, handoff: Handoff, watch: Watch) -> Iterator[pa.RecordBatch]:
+        """The result batches, after one ``None`` that ``execute`` consumes. However the
+        iteration ends, even unread, the query ends: its thread stops and frees the slot."""
+        cap = self.settings.max_result_batch_bytes
+        done = False
+        try:
+            yield None
+            while True:
+                kind, value = handoff.get()
+                if kind == "end":
+                    done = True
+                    return
+                if kind == "error":
+                    done = True
+                    # DuckDB errors raised after the first chunk surface through Arrow's C
+                    # stream as plain OSError; they are still query errors.
+                    raise self._translate(value, watch.reason) from value
+                if cap > 0 and value.nbytes > cap:
+                    observe.RESOURCE_REFUSALS.labels("memory").inc()
+                    raise ResourceExhausted(
+                        f"query result too large for memory: one result batch holds "
+                        f"{value.nbytes / (1 << 20):,.0f} MiB, more than "
+                        f"max_result_batch_bytes ({cap / (1 << 20):,.0f} MiB); select fewer "
+                        "or smaller values"
+                    )
+                yield value
+        finally:
+            handoff.stop()
+            # closed early: nobody reads the rest, stop the query
+            self._watchdog.release(watch, abandoned=not done)
+            with self._open_lock:
+                self._open -= 1
+
+    def _translate(self, exc: BaseException, reason: str = "") -> Exception:
+        """A DuckDB failure as a flightlake error; ``reason`` is why the watchdog interrupted
+        the query, if it did."""
+        interrupted = isinstance(exc, duckdb.InterruptException)
+        if reason == MEMORY and (interrupted or "INTERRUPT" in str(exc).upper()):
+            observe.RESOURCE_REFUSALS.labels("memory").inc()
+            ceiling = self._watchdog.memory_ceiling >> 20
+            return ResourceExhausted(
+                f"query interrupted to protect the server's memory: its resident memory "
+                f"passed {ceiling:,} MiB (max_server_memory_bytes; by default "
+                f"query_memory_limit {self.settings.query_memory_limit} + 1 GiB)"
+            )
+        if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(exc):
+            observe.RESOURCE_REFUSALS.labels("memory").inc()
+            return ResourceExhausted(
+                "query ran out of memory: the queries running now need more than "
+                f"query_memory_limit ({self.settings.query_memory_limit}) allows; "
+                f"{str(exc).split(chr(10))[0]}"
+            )
+        return _translate(exc, reason, self.settings.query_timeout)
 
     @property
     def active_queries(self) -> int:
-        """Queries whose result stream is still open."""
-        with self._count_lock:
-            return self._active
+        """Queries whose result stream is still open (running, streaming or parked)."""
+        with self._open_lock:
+            return self._open
+
+    @property
+    def running_queries(self) -> int:
+        """Queries whose DuckDB work is still going (what the watchdog watches)."""
+        return self._watchdog.active
+
+    @property
+    def queued_queries(self) -> int:
+        """Queries waiting for a slot now."""
+        return self._slots.waiting
 
     def close(self) -> None:
+        self._watchdog.close()
         self._con.close()
         self._tmp.cleanup()
 
@@ -494,130 +644,32 @@ class QueryEngine:
 VERSION_VIEWS = 64
 
 
-class _Deadline:
-    """One pending call of :class:`_Deadlines`; ``cancel()`` before it is due drops it."""
-
-    __slots__ = ("action", "due")
-
-    def __init__(self, due: float, action: Callable[[], object]) -> None:
-        self.due = due
-        self.action: Callable[[], object] | None = action
-
-    def cancel(self) -> None:
-        self.action = None  # lets the cursor go at once; the entry is dropped lazily
-
-    @property
-    def cancelled(self) -> bool:
-        return self.action is None
-
-    def __lt__(self, other: _Deadline) -> bool:
-        return self.due < other.due
+def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
+    """Interrupt the query running on ``cursor``, if any (a closed cursor is fine)."""
+    with contextlib.suppress(duckdb.Error):
+        cursor.interrupt()
 
 
-class _Deadlines:
-    """Calls each action when its deadline passes, from one daemon thread for all queries.
-
-    A ``threading.Timer`` per query started an OS thread per query (about 0.7 ms, measured
-    with cProfile on a count(*) that DuckDB answers in 0.6 ms); a heap serves them all.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[_Deadline] = []
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, seconds: float, action: Callable[[], object]) -> _Deadline:
-        entry = _Deadline(time.monotonic() + seconds, action)
-        with self._wake:
-            if len(self._heap) >= 1024 and len(self._heap) % 1024 == 0:
-                # cancelled entries wait for their due time; keep the heap to the live ones
-                self._heap = [e for e in self._heap if not e.cancelled]
-                heapq.heapify(self._heap)
-            heapq.heappush(self._heap, entry)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="flightlake-query-deadlines", daemon=True
-                )
-                self._thread.start()
-            if self._heap[0] is entry:
-                self._wake.notify()
-        return entry
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while self._heap and self._heap[0].cancelled:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._wake.wait()
-                    continue
-                delay = self._heap[0].due - time.monotonic()
-                if delay > 0:
-                    self._wake.wait(delay)
-                    continue
-                action = heapq.heappop(self._heap).action
-            if action is None:
-                continue
-            try:
-                action()
-            except Exception as exc:  # an interrupt of a cursor already closed
-                log.debug("deadline action failed: %s", exc)
+def _walk(node: object) -> Iterator[dict[str, Any]]:
+    """Every JSON object in a parse tree, depth first."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
-class _Release:
-    """Ends one query once, whichever comes first (stream end, error, early close, garbage):
-    cancels its deadline, interrupts and closes its cursor, counts it finished."""
-
-    def __init__(
-        self, cursor: duckdb.DuckDBPyConnection, timer: _Deadline, finished: Callable[[], None]
-    ) -> None:
-        self._parts: tuple[duckdb.DuckDBPyConnection, _Deadline, Callable[[], None]] | None = (
-            cursor,
-            timer,
-            finished,
-        )
-        self._lock = threading.Lock()
-
-    def __call__(self) -> None:
-        with self._lock:
-            parts, self._parts = self._parts, None
-        if parts is None:
-            return
-        cursor, timer, finished = parts
-        timer.cancel()
-        try:
-            cursor.interrupt()
-        finally:
-            cursor.close()
-            finished()
-
-
-def _guarded(
-    reader: pa.RecordBatchReader, release: _Release, timeout: float
-) -> Iterator[pa.RecordBatch]:
-    try:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowException, duckdb.Error, OSError) as exc:
-                # DuckDB errors raised after the first chunk surface through Arrow's C stream
-                # as plain OSError; they are still query errors.
-                raise _translate(exc, timeout) from exc
-            yield batch
-    finally:
-        release()
-
-
-def _translate(exc: BaseException, timeout: float | None = None) -> Exception:
+def _translate(exc: BaseException, reason: str = "", timeout: float = 0.0) -> Exception:
     text = str(exc)
     if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
-        return QueryError(
-            f"query cancelled (timeout {timeout:.0f} s or client gone)"
-            if timeout
-            else "query cancelled"
-        )
+        if reason == TIMEOUT:
+            return QueryError(f"query cancelled: it ran longer than query_timeout ({timeout:g} s)")
+        if reason == CLIENT_GONE:
+            return QueryError("query cancelled: the client went away")
+        return QueryError("query cancelled")
     if isinstance(exc, duckdb.IOException) and ("HTTP" in text or "connect" in text.lower()):
         return Unavailable(f"object store unreachable while querying: {text}")
     if isinstance(exc, duckdb.CatalogException) and "does not exist" in text:

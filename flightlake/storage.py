@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from flightlake.admission import check_free_disk
 from flightlake.config import Settings
 from flightlake.errors import InvalidInput, NotFound, StorageError
 
@@ -190,6 +191,20 @@ class Storage:
         return self._base
 
     # -- reading and writing -------------------------------------------------------------
+    def check_free_space(self, about_to_write: int = 0) -> None:
+        """Local storage: raise ResourceExhausted (naming the storage disk, never its path)
+        if writing ``about_to_write`` more bytes would leave less than
+        ``min_free_storage_bytes`` free. S3 has no such floor: a no-op."""
+        floor = self.settings.min_free_storage_bytes
+        if not self.is_s3 and floor > 0:
+            check_free_disk(
+                self._base,
+                floor + about_to_write,
+                "storage disk",
+                "min_free_storage_bytes",
+                floor=floor,
+            )
+
     def open_output(self, key: str) -> pa.NativeFile:
         with self._io(f"opening {key} for writing"):
             if not self.is_s3:
@@ -409,6 +424,19 @@ class Storage:
             info = self.fs.get_file_info(self.bucket if self.is_s3 else self._base)
             if info.type == pafs.FileType.NotFound:
                 raise StorageError(f"storage root {self.root_url} does not exist")
+
+    def bucket_exists(self) -> bool:
+        """Whether the S3 bucket exists (True for local storage); StorageError when the store
+        does not answer."""
+        if not self.is_s3:
+            return True
+        with translate_errors("checking the bucket"):
+            return bool(self.fs.get_file_info(self.bucket).type != pafs.FileType.NotFound)
+
+    def create_bucket(self) -> None:
+        """Create the S3 bucket (serve --create-bucket); StorageError when the store refuses."""
+        with translate_errors(f"creating bucket {self.bucket!r}"):
+            self.boto.create_bucket(Bucket=self.bucket)
 
     # -- S3 details ----------------------------------------------------------------------
     def _s3_key(self, key: str) -> str:

@@ -15,6 +15,7 @@ storage), and measures
 6. HTTP JSON and ADBC against Flight, when scripts/bench_http.py / bench_adbc.py exist
 7. Delta tables (scripts/bench_delta.py): commit latency at 1/100/1000 commits, a point query
    after 300 small appends before/after compaction, the freshness check's cost on count(*)
+8. soak: Arrow and CSV writers with readers for a fixed time (scripts/bench_soak.py)
 
 Each figure is a median of at least 3 runs and each target a ratio against its limit. This
 is a benchmark, not a test: nothing here asserts a time.
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from scripts import bench_soak
 from scripts.bench_analysis import add_analysis
 from scripts.bench_env import (
     BENCH_DIR,
@@ -68,7 +70,7 @@ from scripts.bench_report import (
     plot_concurrency,
 )
 
-SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc", "delta")
+SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc", "delta", "soak")
 BATCH_SIZES = (8_192, 16_384, 65_536, 262_144, 1_048_576)
 CONCURRENCY = (1, 2, 4, 8)
 HTTP_JSON_TARGET = 20.0
@@ -97,6 +99,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--storage", default="local,s3", help="storages: local,s3")
     parser.add_argument(
+        "--soak-seconds", type=float, help="length of the soak (default 60; 30 with --quick)"
+    )
+    parser.add_argument(
         "--out", type=Path, help="report path (default docs/BASELINE.md; .bench/ with --quick)"
     )
     parser.add_argument(
@@ -116,6 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     args.storage = [s.strip() for s in args.storage.split(",") if s.strip()]
+    if args.soak_seconds is None:
+        args.soak_seconds = 30.0 if args.quick else 60.0
     if args.out is None:
         args.out = (
             (BENCH_DIR / "BASELINE-quick.md") if args.quick else (ROOT / "docs" / "BASELINE.md")
@@ -212,6 +219,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
             if "delta" in args.only:
                 mark(report, "7. Delta tables")
                 run_delta(report, st, kinds, 200 if args.quick else 1000, small_runs)
+            if "soak" in args.only:
+                mark(report, "8. soak")
+                soaks = {
+                    kind: bench_soak.soak(st[kind].child("soak"), workdir, args.soak_seconds)
+                    for kind in kinds
+                }
+                bench_soak.report_soak(report, soaks, args.soak_seconds)
     finally:
         if not args.keep:
             remove_tree(workdir)

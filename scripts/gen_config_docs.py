@@ -65,6 +65,7 @@ def render_toml(settings: Sequence[Setting] = SETTINGS) -> str:
     blocks = [TOML_HEADER]
     for s in settings:
         where = f"env {s.env}" + (f", flag {flags[s.name]}" if s.name in flags else "")
+        where = f"allowed: {s.allowed}; {where}"
         blocks.append(
             f"# {s.name} ({s.type.__name__}): {s.help}\n"
             f"# ({where})\n"
@@ -82,14 +83,16 @@ def _md_default(value: Any) -> str:
 def render_table(settings: Sequence[Setting] = SETTINGS) -> str:
     flags = serve_flags()
     lines = [
-        "| setting | environment | flag | default | meaning |",
-        "| --- | --- | --- | --- | --- |",
+        "| setting | environment | flag | default | allowed | meaning |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for s in settings:
         flag = f"`{flags[s.name]}`" if s.name in flags else ""
         help_text = s.help.replace("|", "\\|")
+        allowed = s.allowed.replace("|", "\\|")
         lines.append(
-            f"| `{s.name}` | `{s.env}` | {flag} | {_md_default(s.default)} | {help_text} |"
+            f"| `{s.name}` | `{s.env}` | {flag} | {_md_default(s.default)} | {allowed} "
+            f"| {help_text} |"
         )
     return "\n".join(lines)
 

@@ -130,6 +130,41 @@ def test_pyarrow_flight_example_with_another_csv(
     assert rows(local_server, "SELECT count(*) AS n FROM mine") == [{"n": 1}]
 
 
+def test_csv_option_with_other_columns_does_not_crash(
+    local_server: ServerProcess, tmp_path: Path
+) -> None:
+    """Regression: `--csv FILE` ingested the file, then both examples crashed on their sales
+    query (`Binder Error: ... "quantity" not found`); they now ask about the file's columns."""
+    csv = tmp_path / "cities.csv"
+    csv.write_text('"city name",pop\nRome,3\nOslo,1\nRome,4\n')
+    out = run_example(
+        "pyarrow_flight.py",
+        "--server",
+        local_server.flight,
+        "--csv",
+        str(csv),
+        "--name",
+        "cities",
+        cwd=tmp_path,
+    )
+    assert "most frequent values of city name:\n  Rome: 2 rows\n  Oslo: 1 rows\n" in out
+    assert "largest city name: Rome" in out
+    if HTTP_AVAILABLE:
+        out = run_example(
+            "curl.sh",
+            "--http",
+            local_server.http,
+            "--csv",
+            str(csv),
+            "--name",
+            "cities_http",
+            cwd=tmp_path,
+        )
+        sections = dict(re.findall(r"^== ([^\n]+)\n(.*?)(?=^== |\Z)", out, re.M | re.S))
+        assert json.loads(sections["sql -> JSON rows"]) == [{"rows": 3}]
+        assert sections["sql -> CSV"].splitlines() == ['"value","n"', '"Rome",2', '"Oslo",1']
+
+
 @pytest.mark.s3
 def test_pyarrow_flight_example_on_s3(s3_env: dict[str, str], tmp_path: Path) -> None:
     with running_server(s3_env, tmp_path) as server:

@@ -34,7 +34,7 @@ import pytest
 from flightlake.auth import Authenticator
 from flightlake.config import Principal, Settings
 from flightlake.console import console_routes
-from flightlake.http import OPENAPI, UPLOAD_FORMATS, create_app, start_http
+from flightlake.http import DRAIN_SECONDS, OPENAPI, UPLOAD_FORMATS, create_app, start_http
 from flightlake.lake import Lake
 from scripts.gen_workers import il_role_counts, write_workers_csv
 from tests.helpers import free_port, wait_until
@@ -415,7 +415,9 @@ def test_all_ingest_slots_busy_is_503_at_once(local: Settings) -> None:
                 "POST /v1/ingest?name=t HTTP/1.1\nHost: x\nContent-Type: text/csv\n"
                 "Content-Length: 100000\n"
             )
-            status, reply = raw_request(running.url, head, timeout=5)  # no body needed
+            # No body follows: the server waits up to DRAIN_SECONDS for it (so a small body
+            # is read, not reset), then answers; the client must outwait that, not race it.
+            status, reply = raw_request(running.url, head, timeout=DRAIN_SECONDS + 10)
             assert status == 503
             assert "retry-after: 5" in reply.lower()
             assert sql(running.client, "SELECT 1").status_code == 200  # queries still run

@@ -42,7 +42,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,9 @@ from flightlake.flight.server import Counted, _arrow_batches, _log, header_key
 from flightlake.flight.sessions import SESSION_ACTIONS
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
+
+#: A call's "is the client gone?" (``ServerCallContext.is_cancelled``).
+Cancelled = Callable[[], bool]
 
 TABLE_TYPE = "TABLE"
 
@@ -239,13 +242,16 @@ class FlightSqlHandler:
 
     # -- GetFlightInfo ---------------------------------------------------------------------
     def get_flight_info(
-        self, descriptor: flight.FlightDescriptor, cmd: Command
+        self,
+        descriptor: flight.FlightDescriptor,
+        cmd: Command,
+        cancelled: Cancelled | None = None,
     ) -> flight.FlightInfo:
         msg = cmd.message
         if cmd.name == "CommandStatementQuery":
             assert msg is not None
             _refuse_transaction(msg)
-            schema, key = self._start(msg.query)
+            schema, key = self._start(msg.query, cancelled)
             return self._info(descriptor, schema, statement_ticket(msg.query, pending=key))
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
@@ -262,9 +268,9 @@ class FlightSqlHandler:
             # A view changed since it was prepared (the dataset may have other columns now),
             # or bound parameters decide the types: resolve again.
             if rows is None:
-                schema, key = self._start(stmt.sql)
+                schema, key = self._start(stmt.sql, cancelled)
                 return self._info(descriptor, schema, statement_ticket(stmt.sql, pending=key))
-            schema = self._schema(stmt.sql, rows[0])
+            schema = self._schema(stmt.sql, rows[0], cancelled)
             return self._info(descriptor, schema, statement_ticket(stmt.sql, stmt.params))
         schema = self._metadata_schema(cmd)
         return self._info(descriptor, schema, flight.Ticket(cmd.raw))
@@ -274,20 +280,25 @@ class FlightSqlHandler:
     ) -> flight.FlightInfo:
         return flight.FlightInfo(schema, descriptor, [flight.FlightEndpoint(ticket, [])], -1, -1)
 
-    def _schema(self, sql: str, params: list[Any] | None = None) -> pa.Schema:
+    def _schema(
+        self, sql: str, params: list[Any] | None = None, cancelled: Cancelled | None = None
+    ) -> pa.Schema:
         try:
-            return self.lake.query_schema(sql, params)
+            return self.lake.query_schema(sql, params, cancelled)
         except QueryError as exc:
             raise _explain_write(exc) from exc
 
-    def _start(self, sql: str) -> tuple[pa.Schema, str]:
+    def _start(self, sql: str, cancelled: Cancelled | None = None) -> tuple[pa.Schema, str]:
         """Start ``sql`` (no parameters); return its schema and the id its reader is parked
-        under for the DoGet that follows (one DuckDB execution per query, not two)."""
+        under for the DoGet that follows (one DuckDB execution per query, not two).
+        ``cancelled`` is this call's client check while the query starts."""
         try:
-            reader = self.lake.query(sql)
+            reader, key = self.pending.start(
+                lambda check: self.lake.query(sql, cancelled=check), cancelled
+            )
         except QueryError as exc:
             raise _explain_write(exc) from exc
-        return reader.schema, self.pending.park(reader)
+        return reader.schema, key
 
     def _metadata_schema(self, cmd: Command) -> pa.Schema:
         schemas = {
@@ -318,29 +329,37 @@ class FlightSqlHandler:
         return _unsupported(f"{name} is not supported by flightlake")
 
     # -- DoGet -----------------------------------------------------------------------------
-    def do_get(self, cmd: Command) -> flight.RecordBatchStream:
+    def do_get(self, cmd: Command, cancelled: Cancelled | None = None) -> flight.RecordBatchStream:
+        """``cancelled`` is the call's "is the client gone?" (deadline, cancel, disconnect):
+        the query watchdog polls it and interrupts the query, before its first batch too."""
         msg = cmd.message
         if cmd.name == "TicketStatementQuery":
             assert msg is not None
             sql, params, pending = _read_handle(msg.statement_handle)
-            return self._stream(sql, params, self.pending.claim(pending))
+            return self._stream(sql, params, self.pending.claim(pending, cancelled), cancelled)
         if cmd.name == "CommandPreparedStatementQuery":
             assert msg is not None
             stmt = self._get_prepared(msg.prepared_statement_handle)
-            return self._stream(stmt.sql, stmt.params)
+            return self._stream(stmt.sql, stmt.params, None, cancelled)
         return flight.RecordBatchStream(self._metadata(cmd))
 
     def _stream(
-        self, sql: str, params: pa.Table | None, started: pa.RecordBatchReader | None = None
+        self,
+        sql: str,
+        params: pa.Table | None,
+        started: pa.RecordBatchReader | None = None,
+        cancelled: Cancelled | None = None,
     ) -> flight.RecordBatchStream:
         rows = _rows(params)
         try:
-            reader = started or self.lake.query(sql, params=rows[0] if rows else None)
+            reader = started or self.lake.query(
+                sql, params=rows[0] if rows else None, cancelled=cancelled
+            )
         except QueryError as exc:
             raise _explain_write(exc) from exc
         if rows is not None and len(rows) > 1:  # every parameter set runs; results in order
             reader = pa.RecordBatchReader.from_batches(
-                reader.schema, self._chain(reader, sql, rows[1:])
+                reader.schema, self._chain(reader, sql, rows[1:], cancelled)
             )
         fields = {"sql": json.dumps(sql[:200])}
         if rows is not None:
@@ -349,11 +368,15 @@ class FlightSqlHandler:
         return flight.RecordBatchStream(counted.stream())
 
     def _chain(
-        self, first: pa.RecordBatchReader, sql: str, rest: list[list[Any]]
+        self,
+        first: pa.RecordBatchReader,
+        sql: str,
+        rest: list[list[Any]],
+        cancelled: Cancelled | None = None,
     ) -> Iterator[pa.RecordBatch]:
         yield from first
         for row in rest:
-            yield from self.lake.query(sql, params=row)
+            yield from self.lake.query(sql, params=row, cancelled=cancelled)
 
     def _metadata(self, cmd: Command) -> pa.Table:
         msg = cmd.message
@@ -505,7 +528,9 @@ class FlightSqlHandler:
         return mode
 
     # -- DoAction --------------------------------------------------------------------------
-    def do_action(self, action: flight.Action) -> Iterator[flight.Result]:
+    def do_action(
+        self, action: flight.Action, cancelled: Cancelled | None = None
+    ) -> Iterator[flight.Result]:
         kind = action.type
         if kind in _UNSUPPORTED_ACTIONS:
             raise _unsupported(f"{kind}: {_UNSUPPORTED_ACTIONS[kind]}")
@@ -520,11 +545,11 @@ class FlightSqlHandler:
         if cmd is None or cmd.name != expected or cmd.message is None:
             raise InvalidInput(f"{kind} needs an Any-packed {expected} as its body")
         if kind == "CreatePreparedStatement":
-            return iter([self._create_prepared(cmd.message)])
+            return iter([self._create_prepared(cmd.message, cancelled)])
         self._close_prepared(cmd.message.prepared_statement_handle)
         return iter([])
 
-    def _create_prepared(self, msg: Message) -> flight.Result:
+    def _create_prepared(self, msg: Message, cancelled: Cancelled | None = None) -> flight.Result:
         _refuse_transaction(msg)
         sql = msg.query
         generation = self.lake.generation  # read before resolving: a commit racing it wins
@@ -532,7 +557,7 @@ class FlightSqlHandler:
         try:
             # Started now: DB-API clients prepare each new statement and execute it at once.
             schema: pa.Schema | None
-            schema, pending = self._start(sql)
+            schema, pending = self._start(sql, cancelled)
         except QueryError as exc:
             if "only SELECT" in str(exc):
                 raise _explain_write(exc) from exc

@@ -20,8 +20,11 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import pyarrow as pa
+
+from flightlake.admission import CallCheck
 
 #: Parked readers kept at once; the oldest is closed when a new one would exceed this.
 CAPACITY = 64
@@ -37,26 +40,55 @@ class PendingResults:
         self.capacity = capacity
         self.max_age = max_age
         self._parked: OrderedDict[str, tuple[float, pa.RecordBatchReader]] = OrderedDict()
+        self._checks: dict[str, CallCheck] = {}  # the client checks of parked queries
         self._lock = threading.Lock()
 
-    def park(self, reader: pa.RecordBatchReader) -> str:
-        """Keep ``reader`` for a later :meth:`claim`; return its id (32 hex characters)."""
+    def park(self, reader: pa.RecordBatchReader, check: CallCheck | None = None) -> str:
+        """Keep ``reader`` for a later :meth:`claim`; return its id (32 hex characters).
+        ``check`` is the query's rebindable client check (detached while parked)."""
         key = secrets.token_hex(16)
         now = time.monotonic()
         with self._lock:
             self._parked[key] = (now, reader)
+            if check is not None:
+                self._checks[key] = check
             doomed = self._expired(now)
         _close(doomed)
         return key
 
-    def claim(self, key: str | None) -> pa.RecordBatchReader | None:
-        """The reader parked under ``key`` (removed), or None when it is unknown or expired."""
+    def start(
+        self,
+        run: Callable[[CallCheck], pa.RecordBatchReader],
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[pa.RecordBatchReader, str]:
+        """Start a query with ``run(check)`` and park its reader; return it and its id.
+
+        While ``run`` blocks (DuckDB works up to the first batch), ``check`` asks this call's
+        ``cancelled``, so the query watchdog stops the query when this call's client goes
+        away. The check is detached before returning (this call is over then) and bound to
+        the claiming DoGet's by :meth:`claim`.
+        """
+        check = CallCheck(cancelled)
+        try:
+            reader = run(check)
+        finally:
+            check.detach()
+        return reader, self.park(reader, check)
+
+    def claim(
+        self, key: str | None, cancelled: Callable[[], bool] | None = None
+    ) -> pa.RecordBatchReader | None:
+        """The reader parked under ``key`` (removed), or None when it is unknown or expired.
+        ``cancelled`` (the claiming call's client check) is bound to the query's watch."""
         if not key:
             return None
         now = time.monotonic()
         with self._lock:
             found = self._parked.pop(key, None)
+            check = self._checks.pop(key, None)
             doomed = self._expired(now)
+        if check is not None and found is not None:
+            check.bind(cancelled)
         _close(doomed)
         if found is None:
             return None
@@ -71,6 +103,7 @@ class PendingResults:
         if key:
             with self._lock:
                 found = self._parked.pop(key, None)
+                self._checks.pop(key, None)
             if found is not None:
                 _close([found[1]])
 
@@ -82,6 +115,7 @@ class PendingResults:
         with self._lock:
             doomed = [reader for _, reader in self._parked.values()]
             self._parked.clear()
+            self._checks.clear()
         _close(doomed)
 
     def _expired(self, now: float) -> list[pa.RecordBatchReader]:
@@ -92,6 +126,7 @@ class PendingResults:
             if now - parked_at <= self.max_age and len(self._parked) <= self.capacity:
                 break
             del self._parked[key]
+            self._checks.pop(key, None)
             doomed.append(reader)
         return doomed
 

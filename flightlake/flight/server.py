@@ -28,6 +28,7 @@ from flightlake.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    ResourceExhausted,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -65,6 +66,11 @@ def to_flight_error(exc: FlightlakeError) -> Exception:
     if isinstance(exc, Conflict):
         text = msg if "conflict" in msg.lower() else f"conflict: {msg}"
         return pa.ArrowInvalid(text)  # INVALID_ARGUMENT, message says conflict
+    if isinstance(exc, ResourceExhausted):
+        # pyarrow's Flight server cannot send RESOURCE_EXHAUSTED (its status mapping has no
+        # such case; checked with ADBC, which prints the gRPC code): INVALID_ARGUMENT, as
+        # for a too-large upload: the request as sent will not succeed.
+        return pa.ArrowInvalid(f"resource exhausted: {msg}")
     if isinstance(exc, TooLarge | InvalidInput):
         return pa.ArrowInvalid(msg)  # INVALID_ARGUMENT
     if isinstance(exc, Unavailable):
@@ -167,6 +173,9 @@ class Counted:
         except GeneratorExit:
             code = "cancelled"
             raise
+        except FlightlakeError as exc:  # raised mid-stream: past the handler's decorator
+            code = observe.error_code(exc)
+            raise to_flight_error(exc) from None
         except BaseException as exc:
             code = observe.error_code(exc)
             raise
@@ -234,7 +243,7 @@ class FlightServer(flight.FlightServerBase):
         self, context: Any, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
         if self.sql is not None and (cmd := self.sql.command(descriptor)) is not None:
-            return self.sql.get_flight_info(descriptor, cmd)
+            return self.sql.get_flight_info(descriptor, cmd, context.is_cancelled)
         if descriptor.descriptor_type == flight.DescriptorType.PATH:
             path = [
                 p.decode("utf-8", "replace") if isinstance(p, bytes) else p for p in descriptor.path
@@ -243,8 +252,11 @@ class FlightServer(flight.FlightServerBase):
                 raise InvalidInput(f"path must have exactly one part, got {path}")
             return self.flight_info(self.lake.dataset(path[0]))
         sql = tickets.command_sql(descriptor.command)
-        reader = self.lake.query(sql)  # started now, streamed by the DoGet of this ticket
-        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql, self.pending.park(reader)), [])
+        # started now, streamed by the DoGet of this ticket
+        reader, key = self.pending.start(
+            lambda check: self.lake.query(sql, cancelled=check), context.is_cancelled
+        )
+        endpoint = flight.FlightEndpoint(tickets.sql_ticket(sql, key), [])
         return flight.FlightInfo(reader.schema, descriptor, [endpoint], -1, -1)
 
     @flight_errors
@@ -255,9 +267,12 @@ class FlightServer(flight.FlightServerBase):
     @flight_errors
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.RecordBatchStream:
         if self.sql is not None and (cmd := self.sql.decode(ticket.ticket)) is not None:
-            return self.sql.do_get(cmd)
+            return self.sql.do_get(cmd, context.is_cancelled)
         sql, pending = tickets.ticket_parts(ticket.ticket)
-        reader = self.pending.claim(pending) or self.lake.query(sql)
+        # the query watchdog polls context.is_cancelled: a client gone stops the query
+        reader = self.pending.claim(pending, context.is_cancelled) or self.lake.query(
+            sql, cancelled=context.is_cancelled
+        )
         counted = Counted(reader, "do_get", sql=sql[:200])
         return flight.RecordBatchStream(counted.stream())
 
@@ -327,7 +342,7 @@ class FlightServer(flight.FlightServerBase):
     @flight_errors
     def do_action(self, context: Any, action: flight.Action) -> Iterator[flight.Result]:
         if self.sql is not None and self.sql.owns_action(action.type):
-            return self.sql.do_action(action)
+            return self.sql.do_action(action, context.is_cancelled)
         start = time.perf_counter()
         body = action.body.to_pybytes() if action.body is not None else b""
         kind = action.type
@@ -347,7 +362,21 @@ class FlightServer(flight.FlightServerBase):
             name = body.decode("utf-8", "replace").strip()
             out = {"dropped": self.lake.drop(name).name}
         elif kind == "list":
-            out = [m.to_json() for m in self.lake.datasets()]
+            shown, total = self.lake.datasets_page()
+            out = [m.to_json() for m in shown]
+            if body.strip():  # {"with_total": true}: say whether max_list cut the listing
+                try:
+                    asked = json.loads(body)
+                except ValueError:
+                    asked = None
+                if asked != {"with_total": True}:
+                    raise InvalidInput('list takes an empty body or {"with_total": true}')
+                out = {
+                    "datasets": out,
+                    "total": total,
+                    "truncated": total > len(shown),
+                    "max_list": self.lake.settings.max_list,
+                }
         elif kind == "gc":
             grace = float(body) if body.strip() else None
             out = {"deleted": self.lake.gc(grace)}
