@@ -351,6 +351,7 @@ SETTINGS: tuple[Setting, ...] = (
         1.0,
         "A commit made by another server is seen by queries starting at least this many "
         "seconds later (this server's own commits at once).",
+        min=0,
     ),
     Setting(
         "retention_hours",
@@ -358,12 +359,14 @@ SETTINGS: tuple[Setting, ...] = (
         168.0,
         "gc keeps the files of every version younger than this (time travel window); older "
         "replaced files are vacuumed.",
+        min=0,
     ),
     Setting(
         "compact_files",
         int,
         10,
         "A dataset with this many small files is compacted in the background (0: never).",
+        min=0,
     ),
     Setting(
         "workers",
