@@ -332,6 +332,7 @@ class Catalog:
         try:
             state = self.tables.probe(name, entry.manifest.version)
         except StorageError as exc:
+            self.storage.note_failure(exc)  # callers that must read on ask failed_since()
             if force:
                 raise
             log.warning("could not check %s for new commits (serving what is known): %s", name, exc)

@@ -12,7 +12,9 @@ import functools
 import json
 import os
 import sys
+import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 CSV_CHUNK_BYTES = 1 << 20
 CSV_BATCH_CHUNKS = 4
 DEFAULT_SERVER = "grpc://127.0.0.1:8815"
+#: What ``flightlake ingest`` retries: the server unavailable (overloaded, store down,
+#: restarting) or the connection dropped (gRPC reports both as UNAVAILABLE).
+TRANSIENT = (flight.FlightUnavailableError, ConnectionError)
+RETRY_BACKOFF_SECONDS = 1.0  # doubled at each retry: 1, 2, 4, ...
 
 
 def clean_message(exc: BaseException) -> str:
@@ -224,17 +230,77 @@ def _file_format(path: Path, fmt: str | None) -> str:
     type=click.Choice(["csv", "parquet", "arrow"]),
     help="Input format (default: from the file extension, else csv).",
 )
+@click.option(
+    "--idempotency-key",
+    "key",
+    help="Key sent with the upload (default: a new random one per run); a retry with a "
+    "key already committed for the dataset commits nothing and answers the first result.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 10),
+    default=3,
+    show_default=True,
+    help="Retries, with backoff, when the server is unavailable or the connection drops.",
+)
 @server_option
 @cli_errors
-def ingest(file: Path, name: str, mode: str, fmt: str | None, remote: Remote) -> None:
-    """Stream FILE (CSV, Parquet or Arrow IPC) into dataset NAME."""
+def ingest(
+    file: Path,
+    name: str,
+    mode: str,
+    fmt: str | None,
+    key: str | None,
+    retries: int,
+    remote: Remote,
+) -> None:
+    """Stream FILE (CSV, Parquet or Arrow IPC) into dataset NAME.
+
+    The upload carries an idempotency key, so retrying after a transient failure (the
+    server UNAVAILABLE, a dropped connection) never lands the file twice.
+    """
+    fmt = _file_format(file, fmt)
+    client, options = remote.connect()
+    command = {
+        "ingest": name,
+        "format": "csv" if fmt == "csv" else "arrow",
+        "mode": mode,
+        "idempotency_key": key or f"cli-{uuid.uuid4().hex}",
+    }
+    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
+    for attempt in range(retries + 1):
+        try:
+            answer = _upload(client, options, descriptor, file, fmt, name)
+            break
+        except TRANSIENT as exc:
+            if attempt == retries:
+                raise
+            wait = RETRY_BACKOFF_SECONDS * 2**attempt
+            click.echo(
+                f"warning: {clean_message(exc)}; retrying in {wait:g} s ({attempt + 1}/{retries})",
+                err=True,
+            )
+            time.sleep(wait)
+    result = json.loads(answer.to_pybytes()) if answer is not None else {}
+    replay = " (already committed by an earlier attempt)" if result.get("replayed") else ""
+    click.echo(
+        f"{result.get('dataset', name)}: {result.get('rows_written', '?')} rows written "
+        f"(version {result.get('version', '?')}){replay}"
+    )
+
+
+def _upload(
+    client: flight.FlightClient,
+    options: flight.FlightCallOptions,
+    descriptor: flight.FlightDescriptor,
+    file: Path,
+    fmt: str,
+    name: str,
+) -> pa.Buffer | None:
+    """One attempt: stream the whole file, return the server's PutResult metadata."""
     from tqdm import tqdm
 
-    fmt = _file_format(file, fmt)
     size = file.stat().st_size
-    client, options = remote.connect()
-    command = {"ingest": name, "format": "csv" if fmt == "csv" else "arrow", "mode": mode}
-    descriptor = flight.FlightDescriptor.for_command(json.dumps(command).encode())
     with tqdm(
         total=size, unit="B", unit_scale=True, desc=name, disable=not sys.stderr.isatty()
     ) as bar:
@@ -245,7 +311,7 @@ def ingest(file: Path, name: str, mode: str, fmt: str | None, remote: Remote) ->
                 for batch in _csv_batches(file, bar.update):
                     writer.write_batch(batch)
                 writer.done_writing()
-                answer = meta.read()
+                answer: pa.Buffer | None = meta.read()
         else:
             reader = _arrow_source(file, fmt)
             writer, meta = client.do_put(descriptor, reader.schema, options)
@@ -256,11 +322,7 @@ def ingest(file: Path, name: str, mode: str, fmt: str | None, remote: Remote) ->
                     bar.update(int(batch.num_rows * per_row))
                 writer.done_writing()
                 answer = meta.read()
-    result = json.loads(answer.to_pybytes()) if answer is not None else {}
-    click.echo(
-        f"{result.get('dataset', name)}: {result.get('rows_written', '?')} rows written "
-        f"(version {result.get('version', '?')})"
-    )
+    return answer
 
 
 def _csv_batches(path: Path, progress: Callable[[int], Any]) -> Iterator[pa.RecordBatch]:

@@ -121,6 +121,46 @@ SETTINGS: tuple[Setting, ...] = (
         "Create the s3:// storage bucket when it is missing; otherwise serve refuses to start.",
     ),
     Setting(
+        "s3_connect_timeout_seconds",
+        float,
+        3.0,
+        "Seconds to open a connection to the S3 endpoint before the attempt fails.",
+        min=0.1,
+    ),
+    Setting(
+        "s3_request_timeout_seconds",
+        float,
+        4.0,
+        "Seconds an S3 request may wait with no byte moving (a frozen store) before the "
+        "attempt fails; also DuckDB's httpfs timeout.",
+        min=0.1,
+    ),
+    Setting(
+        "s3_retries",
+        int,
+        1,
+        "Retries of a failed S3 request after the first attempt (pyarrow, boto3, DuckDB). "
+        "One request fails after about (1 + s3_retries) x s3_request_timeout_seconds.",
+        min=0,
+        max=10,
+    ),
+    Setting(
+        "health_probe_seconds",
+        float,
+        5.0,
+        "Longest /health and the Flight health action wait for the object-store probe "
+        "before answering unavailable; a probe's answer is reused for 2 s.",
+        min=0.1,
+    ),
+    Setting(
+        "ingest_idle_seconds",
+        float,
+        60.0,
+        "An upload whose client sends nothing for this long is cancelled and its slot freed "
+        "(0: never).",
+        min=0,
+    ),
+    Setting(
         "host",
         str,
         "127.0.0.1",
@@ -381,6 +421,11 @@ class Settings:
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"
     s3_create_bucket: bool = False
+    s3_connect_timeout_seconds: float = 3.0
+    s3_request_timeout_seconds: float = 4.0
+    s3_retries: int = 1
+    health_probe_seconds: float = 5.0
+    ingest_idle_seconds: float = 60.0
     host: str = "127.0.0.1"
     flight_port: int = 8815
     http_port: int = 3110

@@ -493,14 +493,9 @@ def _storage_options(storage: Storage) -> dict[str, str]:
         return {}
     settings = storage.settings
     creds = settings.credentials
-    options = {
-        "AWS_REGION": settings.s3_region,
-        # bounded like the rest of the storage layer: an unreachable store fails in seconds
-        "timeout": "30s",
-        "connect_timeout": "5s",
-        "max_retries": "2",
-        "retry_timeout": "15s",
-    }
+    # bounded like the rest of the storage layer (the s3_* timeout settings): an
+    # unreachable or frozen store fails in seconds
+    options = {"AWS_REGION": settings.s3_region, **storage.object_store_bounds()}
     if settings.s3_endpoint:
         options["AWS_ENDPOINT_URL"] = settings.s3_endpoint
         if settings.s3_endpoint.startswith("http://"):

@@ -1,7 +1,10 @@
 """The HTTP /v1 shim: curl-friendly ingest, SQL, datasets and health over the same Lake.
 
-    GET    /health                  200 once the server is ready, else 503
-    POST   /v1/ingest?name=&mode=   multipart field ``file`` (or a raw body) -> manifest
+    GET    /health                  {"status", "service"}: 200 when ready and the store
+                                    answers, else 503 (details with a valid token)
+    GET    /v1/status               /health with version, datasets, storage (needs read)
+    POST   /v1/ingest?name=&mode=   multipart field ``file`` (or a raw body) -> manifest;
+                                    header ``Idempotency-Key``: a retry is a replay
     POST   /v1/sql                  {"sql": "..."} -> JSON rows | Arrow IPC stream | CSV
     GET    /v1/datasets             every dataset's manifest
     GET    /v1/datasets/{name}      one manifest
@@ -231,9 +234,35 @@ class Api:
         self.auth.authorize(request.headers.get("authorization", ""), write)
 
     async def health(self, request: Request) -> Response:
-        if not self.ready():
-            raise Unavailable("server is not ready yet")
-        return JSONResponse(await run_in_threadpool(self.lake.health))
+        """200 or 503 with ``{"status", "service"}``; details only for a caller whose
+        Authorization header is valid (with auth configured), never for strangers."""
+        return await self._health(details=self._identified(request))
+
+    async def status(self, request: Request) -> Response:
+        """/health with the details (version, datasets, storage, error), for readers."""
+        self.authorize(request)
+        return await self._health(details=True)
+
+    def _identified(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not self.auth.enabled or not header:
+            return False
+        try:
+            self.auth.from_header(header)
+        except Unauthenticated:
+            return False  # a wrong token gets the stranger's answer, not a 401
+        return True
+
+    async def _health(self, details: bool) -> Response:
+        if self.ready():
+            body = await run_in_threadpool(self.lake.health, details)
+        else:
+            body = {"status": "unavailable", "service": "flightlake"}
+            if details:
+                body["error"] = "server is not ready yet"
+        if body["status"] == "ok":
+            return JSONResponse(body)
+        return JSONResponse(body, 503, {"Retry-After": "5"})
 
     async def ingest(self, request: Request) -> Response:
         request.state.upload = True
@@ -245,11 +274,19 @@ class Api:
         request.state.dataset = name
         mode = check_mode(params.get("mode"))
         admit_upload(self.lake, self.settings, request.headers.get("content-length", ""))
-        upload = Upload(request, self.settings.max_upload_bytes)
+        key = request.headers.get("idempotency-key")  # the lake validates it
+        upload = Upload(request, self.settings.max_upload_bytes, self.settings.ingest_idle_seconds)
         await upload.start()
         fmt = upload_format(params.get("format"), upload.filename, upload.content_type)
         result = await run_in_threadpool(
-            ingest_upload, self.lake, name, mode, fmt, upload.chunks(), self.settings.spool_dir
+            ingest_upload,
+            self.lake,
+            name,
+            mode,
+            fmt,
+            upload.chunks(),
+            self.settings.spool_dir,
+            key,
         )
         request.state.rows_in = result.rows_written
         return JSONResponse({**result.manifest.to_json(), **result.to_json()})
@@ -353,6 +390,7 @@ def create_app(
     api = Api(lake, settings, ready or (lambda: True), auth)
     routes: list[BaseRoute] = [
         Route("/health", api.health, methods=["GET"]),
+        Route("/v1/status", api.status, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/v1/ingest", api.ingest, methods=["POST"]),
         Route("/v1/sql", api.sql, methods=["POST"]),
@@ -441,8 +479,11 @@ def _route_of(path: str) -> str:
     return path
 
 
-# status -> outcome code for logs and metrics: the error table read backwards, plus 405
-_HTTP_CODES = {status: cls.code for cls, status in _STATUS} | {405: InvalidInput.code}
+# status -> outcome code for logs and metrics: the error table read backwards, plus 405, 408
+_HTTP_CODES = {status: cls.code for cls, status in _STATUS} | {
+    405: InvalidInput.code,
+    408: InvalidInput.code,  # an idle upload, cancelled
+}
 
 
 def _code_of(status: int) -> str:

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import anyio
 import anyio.from_thread
 import pyarrow as pa
 import pyarrow.parquet as pq
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 
 from flightlake.config import Settings
@@ -61,12 +63,15 @@ class Upload:
     buffering); any other body is the file itself. Small text fields sent before ``file``
     (a browser form's ``name``, ``mode``, ``csrf``) are kept in ``fields`` once ``start``
     returns: at most FIELDS_CAP bytes in all, else InvalidInput. More than ``cap`` body bytes raise
-    TooLarge; a body that ends before the file part is complete raises InvalidInput.
+    TooLarge; a body that ends before the file part is complete raises InvalidInput; a
+    client that sends nothing for ``idle_seconds`` (> 0, ``ingest_idle_seconds``) gets 408
+    with the connection closed.
     """
 
-    def __init__(self, request: Request, cap: int) -> None:
+    def __init__(self, request: Request, cap: int, idle_seconds: float = 0.0) -> None:
         self._body = request.stream()
         self._cap = cap
+        self._idle = idle_seconds
         self._received = 0
         self._ended = False
         self._pieces: list[bytes] = []  # file bytes parsed, not yet handed on
@@ -139,7 +144,18 @@ class Upload:
     async def _pull(self) -> None:
         """Read one body chunk and feed it on; at the end check the file arrived whole."""
         try:
-            chunk = await self._body.__anext__()
+            if self._idle > 0:
+                with anyio.fail_after(self._idle):
+                    chunk = await self._body.__anext__()
+            else:
+                chunk = await self._body.__anext__()
+        except TimeoutError:
+            raise HTTPException(
+                408,
+                f"upload cancelled: nothing received for {self._idle:g} s "
+                "(ingest_idle_seconds); nothing committed",
+                {"Connection": "close"},
+            ) from None
         except StopAsyncIteration:
             self._ended = True
             if self._parser is not None and self._stage == "before":
@@ -197,16 +213,23 @@ def upload_format(explicit: str | None, filename: str, content_type: str) -> str
 
 
 def ingest_upload(
-    lake: Lake, name: str, mode: str, fmt: str, chunks: Iterator[bytes], spool_dir: str
+    lake: Lake,
+    name: str,
+    mode: str,
+    fmt: str,
+    chunks: Iterator[bytes],
+    spool_dir: str,
+    idempotency_key: str | None = None,
 ) -> IngestResult:
     """Run in a worker thread: CSV streams into the lake's spool while its slot is held;
-    Parquet and Arrow IPC need random access, so they are spooled here first."""
+    Parquet and Arrow IPC need random access, so they are spooled here first. With an
+    ``idempotency_key`` already committed for the dataset, the answer is that replay."""
     if fmt == "csv":
-        return lake.ingest_csv(name, chunks, mode)
+        return lake.ingest_csv(name, chunks, mode, idempotency_key=idempotency_key)
     floor = lake.settings.min_free_spool_bytes  # the spool disk is guarded like CSV's
     with spool(chunks, spool_dir, floor, suffix=f".{fmt}") as (path, _size):
         schema, batches = _open_arrow(path, fmt)
-        return lake.ingest_arrow(name, schema, batches, mode)
+        return lake.ingest_arrow(name, schema, batches, mode, idempotency_key=idempotency_key)
 
 
 def _open_arrow(path: Path, fmt: str) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:

@@ -94,6 +94,7 @@ class ParquetSink:
         try:
             yield
         except OSError as exc:
+            self.storage.note_failure(exc)  # clean-up then leaves the objects to gc
             raise StorageError(f"object store error while writing Parquet: {exc}") from exc
 
     def _flush(self) -> None:
@@ -127,7 +128,7 @@ class ParquetSink:
         assert self._writer is not None
         assert self._stream is not None
         self._writer.close()
-        self._stream.close()
+        self.storage.close_output(self._stream, self._keys[-1])  # bounded wait
         self._stats.append(file_stats(self._writer.writer.metadata, self.schema))
         self._rows.append(self._file_rows)
         self._sizes.append(self.storage.size(self._keys[-1]))
@@ -156,7 +157,7 @@ class ParquetSink:
                 self._writer.close()
         with contextlib.suppress(Exception):
             if self._stream is not None:
-                self._stream.close()
+                self.storage.close_output(self._stream, self._keys[-1])
         self._writer = None
         self._stream = None
         self._group = _Group([])

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
 
+from flightlake import __version__
 from flightlake import compact as compaction
 from flightlake.catalog import (
     DATA_PREFIX,
@@ -150,10 +152,12 @@ class Lake:
                 validate_name(name)
             except InvalidInput:
                 continue
+            started = time.monotonic()
             try:
                 self.catalog.find(name)
             except FlightlakeError as exc:
                 log.warning("could not check %s for new commits: %s", name, exc)
+            self._fail_if_silent(started, f"dataset {name!r} cannot be read now")
 
     # -- catalog -------------------------------------------------------------------------
     def datasets(self) -> list[Manifest]:
@@ -319,6 +323,12 @@ class Lake:
         new = write_csv(self.storage, name, path, size, target=target)
         return self._commit(name, mode, new, key)
 
+    def _fail_if_silent(self, started: float, what: str) -> None:
+        """After a table-log check that found the store silent (and served what it knew):
+        fail now rather than spend another request budget on data it cannot read."""
+        if self.storage.failed_since(started):
+            raise Unavailable(f"{what}: the object store does not answer; retry shortly")
+
     def _replayed(self, name: str, key: str | None) -> IngestResult | None:
         if key is None:
             return None
@@ -326,7 +336,9 @@ class Lake:
         return None if committed is None else IngestResult.of(name, committed)
 
     def _precheck(self, name: str, mode: str) -> Manifest | None:
+        started = time.monotonic()
         head = self.catalog.find(name)
+        self._fail_if_silent(started, f"cannot ingest into {name!r} now")
         if mode == "create" and head is not None:
             raise Conflict(f"dataset {name!r} already exists (mode=create)")
         return head
@@ -444,14 +456,26 @@ class Lake:
         """Re-read every table from the store now (other writers' commits); views follow."""
         return self.catalog.load()
 
-    def health(self) -> dict[str, object]:
-        self.storage.check()
-        return {
-            "status": "ok",
+    def health(self, details: bool = False) -> dict[str, object]:
+        """``{"status": "ok" | "unavailable", "service": "flightlake"}``: whether the object
+        store answers (``Storage.probe``: never waits longer than ``health_probe_seconds``,
+        an answer is reused for 2 s). Never raises.
+
+        ``details`` (for authenticated callers only) adds ``version``, ``datasets`` (count),
+        ``storage`` (root URL and endpoint) and, when unavailable, ``error``.
+        """
+        probe = self.storage.probe.result()
+        out: dict[str, object] = {
+            "status": "ok" if probe.ok else "unavailable",
             "service": "flightlake",
-            "datasets": len(self.catalog.list()),
-            "storage": self.storage.describe(),
         }
+        if details:
+            out["version"] = __version__
+            out["datasets"] = len(self.catalog.list())
+            out["storage"] = self.storage.describe()
+            if not probe.ok:
+                out["error"] = probe.error
+        return out
 
     def close(self) -> None:
         self._closed.set()

@@ -45,6 +45,30 @@ def _op(
     return op
 
 
+_HEALTH = {
+    "type": "object",
+    "required": ["status", "service"],
+    "properties": {
+        "status": {"enum": ["ok", "unavailable"]},
+        "service": {"type": "string"},
+        "version": {"type": "string"},
+        "datasets": {"type": "integer"},
+        "storage": {"type": "string"},
+        "error": {"type": "string"},
+    },
+}
+
+
+def _health_op(summary: str, auth: bool) -> dict[str, Any]:
+    """200 and 503 both answer the health object (503 with Retry-After: 5)."""
+    op = _op(summary, _content(_HEALTH), {}, auth=auth)
+    op["responses"]["503"] = {
+        "description": "Not ready, or the object store does not answer (Retry-After: 5)",
+        "content": _content(_HEALTH),
+    }
+    return op
+
+
 def _listing(op: dict[str, Any]) -> dict[str, Any]:
     """``op`` whose 200 answer carries the listing's headers (how many, whether cut)."""
     op["responses"]["200"]["headers"] = {
@@ -67,6 +91,7 @@ _INGEST_PARAMS = (
     _param("name", "query", {"type": "string"}, required=True),
     _param("mode", "query", {"enum": ["append", "overwrite", "create"], "default": "append"}),
     _param("format", "query", {"enum": UPLOAD_FORMATS}),
+    _param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 128}),
 )
 _MANIFEST_PROPS = {
     **{k: {"type": "string"} for k in ("dataset_id", "name", "created_at", "updated_at")},
@@ -84,9 +109,11 @@ OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "flightlake HTTP shim", "version": "1"},
     "paths": {
-        "/health": {"get": _op(
-            "Ready: the lake is loaded and Flight is serving", _content(_OBJECT),
-            {503: "Not ready yet (Retry-After: 5)"}, auth=False)},
+        "/health": {"get": _health_op(
+            "Ready: lake loaded, Flight serving, the object store answers. "
+            "{status, service} only, unless the Authorization header is valid", auth=False)},
+        "/v1/status": {"get": _health_op(
+            "/health with details: version, datasets, storage, error", auth=True)},
         "/metrics": {"get": _op(
             "Prometheus metrics: requests, errors, rows and bytes in/out, durations, "
             "ingests in flight", _content({"type": "string"}, "text/plain"), {})},

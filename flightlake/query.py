@@ -192,6 +192,8 @@ class QueryEngine:
         if s3["session_token"]:
             parts.append(f"SESSION_TOKEN {_quote_literal(s3['session_token'])}")
         self._con.execute(f"CREATE TEMPORARY SECRET flightlake_store ({', '.join(parts)})")
+        for setting in ("http_timeout", "http_retries", "http_retry_wait_ms"):  # the store's bounds
+            self._con.execute(f"SET GLOBAL {setting}={int(s3[setting])}")
 
     # -- views ---------------------------------------------------------------------------
     def set_view(self, name: str, keys: tuple[str, ...]) -> None:

@@ -164,7 +164,7 @@ P50_TARGET, P99_TARGET, RSS_TARGET = 0.050, 0.250, 600e6
 
 def soak(store: Store, workdir: Path, seconds: float) -> dict[str, Any]:
     """The benchmark's soak (``SOAK``) on ``store`` for ``seconds``."""
-    log(f"7. soak on {store.kind} for {seconds:.0f} s")
+    log(f"8. soak on {store.kind} for {seconds:.0f} s")
     return run(seconds, store=store, workdir=workdir, **SOAK)
 
 
@@ -173,7 +173,7 @@ def report_soak(report: Any, results: dict[str, dict[str, Any]], seconds: float)
     from scripts.bench_report import fmt_mb, md_table
 
     sec = report.section(
-        "7. Soak",
+        "8. Soak",
         f"`scripts/bench_soak.py`: for {seconds:.0f} s, {SOAK['arrow_writers']} Arrow writers "
         f"and {SOAK['csv_writers']} CSV writer append {SOAK['rows']} rows per `do_put` to one "
         f"dataset, back to back, while {SOAK['readers']} readers run `{READ_SQL}` back to back; "
@@ -196,17 +196,17 @@ def report_soak(report: Any, results: dict[str, dict[str, Any]], seconds: float)
             ]
         )
         report.check(
-            "7. soak", f"acknowledged = stored rows, {kind}", f"{r['acked'] - r['stored']:+,}",
+            "8. soak", f"acknowledged = stored rows, {kind}", f"{r['acked'] - r['stored']:+,}",
             "0", r["acked"] == r["stored"],
         )  # fmt: skip
-        report.check("7. soak", f"errors, {kind}", str(len(r["errors"])), "0", not r["errors"])
+        report.check("8. soak", f"errors, {kind}", str(len(r["errors"])), "0", not r["errors"])
         report.check(
-            "7. soak", f"read p50 / p99, {kind}",
+            "8. soak", f"read p50 / p99, {kind}",
             f"{r['read_p50'] * 1000:.0f} / {r['read_p99'] * 1000:.0f} ms",
             "≤ 50 / 250 ms", r["read_p50"] <= P50_TARGET and r["read_p99"] <= P99_TARGET,
         )  # fmt: skip
         report.check(
-            "7. soak", f"server peak RSS, {kind}", fmt_mb(r["peak_rss"]), "< 600 MB",
+            "8. soak", f"server peak RSS, {kind}", fmt_mb(r["peak_rss"]), "< 600 MB",
             r["peak_rss"] < RSS_TARGET,
         )  # fmt: skip
         for error in r["errors"][:3]:

@@ -68,7 +68,7 @@ from flightlake.flight.flightsql_meta import (
     sql_info_table,
 )
 from flightlake.flight.pending import PendingResults
-from flightlake.flight.server import Counted, _arrow_batches, _log, server_places
+from flightlake.flight.server import Counted, _arrow_batches, _log, header_key, server_places
 from flightlake.flight.sessions import SESSION_ACTIONS
 from flightlake.lake import Lake
 from flightlake.query import quote_ident
@@ -491,7 +491,11 @@ class FlightSqlHandler:
         mode = self._ingest_mode(msg.table, msg.table_definition_options)
         counter = {"bytes": 0}
         result = self.lake.ingest_arrow(
-            msg.table, reader.schema, _arrow_batches(reader, counter, context), mode
+            msg.table,
+            reader.schema,
+            _arrow_batches(reader, counter, context),
+            mode,
+            idempotency_key=header_key(context),  # call header: ADBC's only way to send one
         )
         done = pb.DoPutUpdateResult(record_count=result.rows_written)
         writer.write(pa.py_buffer(done.SerializeToString()))

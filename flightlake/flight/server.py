@@ -43,6 +43,7 @@ from flightlake.errors import (
 from flightlake.flight import auth as flight_auth
 from flightlake.flight import tickets
 from flightlake.flight.pending import PendingResults
+from flightlake.flight.watchdog import CURRENT_WATCH, IdleWatch, IdleWatchdog
 from flightlake.lake import Lake
 
 log = logging.getLogger("flightlake.flight")
@@ -50,7 +51,9 @@ log = logging.getLogger("flightlake.flight")
 F = TypeVar("F", bound=Callable[..., Any])
 
 ACTIONS = {
-    "health": "Server and object-store health as JSON.",
+    "health": "{status, service} as JSON (details to an authenticated caller); UNAVAILABLE "
+    "when the object store does not answer within health_probe_seconds.",
+    "status": "Health with details (version, datasets, storage, error) as JSON; never fails.",
     "drop": "Drop a dataset; body: the dataset name.",
     "list": "All datasets' manifests as JSON.",
     "gc": "Vacuum: delete files no version within the retention needs, and files of failed "
@@ -202,6 +205,36 @@ def _log(method: str, start: float, **fields: Any) -> None:
     observe.record("flight", method, start, **fields)
 
 
+KEY_HEADER = "idempotency-key"
+KEY_MIDDLEWARE = "idempotency"
+
+
+class KeyHeader(flight.ServerMiddleware):
+    """The ``idempotency-key`` header of one call."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class KeyHeaderFactory(flight.ServerMiddlewareFactory):
+    """Reads the ``idempotency-key`` call header: how Flight SQL bulk ingest carries a key
+    (ADBC: statement option ``adbc.flight.sql.rpc.call_header.idempotency-key``), since
+    the ADBC driver puts nothing of its own in ``CommandStatementIngest``'s options."""
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> KeyHeader | None:
+        values = headers.get(KEY_HEADER)
+        if not values:
+            return None
+        value = values[-1]  # ADBC adds a value each time the option is set: the last counts
+        return KeyHeader(value.decode("latin-1") if isinstance(value, bytes) else str(value))
+
+
+def header_key(context: Any) -> str | None:
+    """The call's ``idempotency-key`` header, or None."""
+    middleware = context.get_middleware(KEY_MIDDLEWARE) if context is not None else None
+    return middleware.key if isinstance(middleware, KeyHeader) else None
+
+
 class Counted:
     """Wraps a RecordBatchReader to count rows and bytes, and logs when the stream ends."""
 
@@ -281,6 +314,9 @@ class FlightServer(flight.FlightServerBase):
 
         self.pending = PendingResults()  # results started by GetFlightInfo for their DoGet
         self.sql: FlightSqlHandler | None = FlightSqlHandler(lake, self.pending)  # same port
+        self.watchdog = IdleWatchdog(lake.settings.ingest_idle_seconds, lambda: self.port)
+        middleware = {**(kwargs.get("middleware") or {}), KEY_MIDDLEWARE: KeyHeaderFactory()}
+        kwargs = {**kwargs, "middleware": middleware}
         super().__init__(location, **kwargs)
 
     def require_write(self, context: Any) -> None:
@@ -299,9 +335,10 @@ class FlightServer(flight.FlightServerBase):
     @flight_errors
     def list_flights(self, context: Any, criteria: bytes) -> Iterator[flight.FlightInfo]:
         prefix = criteria.decode("utf-8", "replace") if criteria else ""
-        for manifest in self.lake.datasets():
-            if manifest.name.startswith(prefix):
-                yield self.flight_info(manifest)
+        # built here, not in a generator: an error while pyarrow iterates would escape
+        # flight_errors (and reach the client with a traceback)
+        infos = [self.flight_info(m) for m in self.lake.datasets() if m.name.startswith(prefix)]
+        return iter(infos)
 
     @flight_errors
     def get_flight_info(
@@ -352,14 +389,31 @@ class FlightServer(flight.FlightServerBase):
         cmd = self.sql.command(descriptor) if self.sql is not None else None
         if cmd is None or cmd.name == "CommandStatementIngest":  # not binding parameters
             self.require_write(context)
-        if self.sql is not None and cmd is not None:
-            return self.sql.do_put(cmd, reader, writer, context)
+        with self.watchdog.watch(context.peer()):  # every read below counts as idle time
+            if self.sql is not None and cmd is not None:
+                return self.sql.do_put(cmd, reader, writer, context)
+            self._put(context, descriptor, reader, writer)
+        return None
+
+    def _put(
+        self,
+        context: Any,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
         start = time.perf_counter()
         command = tickets.parse_put(descriptor)
         counter = {"bytes": 0}
+        key = command.idempotency_key
+        if key is None:
+            key = header_key(context)
         if command.format == "csv":
             result = self.lake.ingest_csv(
-                command.dataset, _csv_chunks(reader, counter, context), command.mode
+                command.dataset,
+                _csv_chunks(reader, counter, context),
+                command.mode,
+                idempotency_key=key,
             )
         else:
             result = self.lake.ingest_arrow(
@@ -367,6 +421,7 @@ class FlightServer(flight.FlightServerBase):
                 reader.schema,
                 _arrow_batches(reader, counter, context),
                 command.mode,
+                idempotency_key=key,
             )
         writer.write(pa.py_buffer(json.dumps(result.to_json()).encode()))
         _log(
@@ -379,6 +434,7 @@ class FlightServer(flight.FlightServerBase):
             rows_in=result.rows_written,
             bytes_in=counter["bytes"],
             version=result.version,
+            **({"replayed": True} if result.replayed else {}),
         )
 
     # -- actions -------------------------------------------------------------------------
@@ -395,7 +451,15 @@ class FlightServer(flight.FlightServerBase):
         if kind in WRITE_ACTIONS:
             self.require_write(context)
         if kind == "health":
-            out: Any = self.lake.health()
+            out: Any = self.lake.health(details=flight_auth.principal(context) is not None)
+            if out["status"] != "ok":
+                raise Unavailable(
+                    f"unavailable: {out['error']}"
+                    if "error" in out
+                    else "unavailable: the object store does not answer"
+                )
+        elif kind == "status":
+            out = self.lake.health(details=True)
         elif kind == "drop":
             name = body.decode("utf-8", "replace").strip()
             out = {"dropped": self.lake.drop(name).name}
@@ -433,26 +497,48 @@ class FlightServer(flight.FlightServerBase):
 
 
 def _arrow_batches(
-    reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
+    reader: flight.MetadataRecordBatchReader,
+    counter: dict[str, int],
+    context: Any = None,
+    watch: IdleWatch | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The batches of a do_put stream. A stream that ends because the client went away
-    (cancelled call) raises instead of ending, so a cut upload is never committed."""
+    (cancelled call) or because the idle watchdog cut it raises instead of ending, so a cut
+    upload is never committed."""
+    watch = watch or CURRENT_WATCH.get() or IdleWatch("")
     while True:
         try:
-            chunk = reader.read_chunk()
+            with watch.waiting():
+                chunk = reader.read_chunk()
         except StopIteration:
-            if context is not None and context.is_cancelled():
-                raise InvalidInput("upload cancelled by the client; nothing committed") from None
+            _check_cut(context, watch)
             return
         except pa.ArrowInvalid as exc:
+            _check_cut(context, watch)
             raise InvalidInput(f"bad Arrow stream: {exc}") from exc
+        except (flight.FlightError, OSError):
+            _check_cut(context, watch)
+            raise
         if chunk.data is not None:
             counter["bytes"] += chunk.data.nbytes
             yield chunk.data
 
 
+def _check_cut(context: Any, watch: IdleWatch) -> None:
+    if watch.expired:
+        raise InvalidInput(
+            "upload cancelled: the client sent nothing for the ingest_idle_seconds limit; "
+            "nothing committed"
+        )
+    if context is not None and context.is_cancelled():
+        raise InvalidInput("upload cancelled by the client; nothing committed")
+
+
 def _csv_chunks(
-    reader: flight.MetadataRecordBatchReader, counter: dict[str, int], context: Any = None
+    reader: flight.MetadataRecordBatchReader,
+    counter: dict[str, int],
+    context: Any = None,
+    watch: IdleWatch | None = None,
 ) -> Iterator[bytes | memoryview]:
     schema = reader.schema
     if len(schema) != 1 or not (
@@ -461,7 +547,7 @@ def _csv_chunks(
         raise InvalidInput(
             f"CSV do_put needs one binary column 'data' holding the file's bytes, got {schema}"
         )
-    for batch in _arrow_batches(reader, {"bytes": 0}, context):
+    for batch in _arrow_batches(reader, {"bytes": 0}, context, watch):
         for value in batch.column(0):
             if value.is_valid:
                 buf = value.as_buffer()

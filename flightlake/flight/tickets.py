@@ -1,7 +1,8 @@
 """Descriptors, commands and tickets of the plain Flight protocol (see docs/protocol.md).
 
 - ``do_put`` descriptor ``for_path(NAME)`` → Arrow stream appended to NAME;
-  ``for_command(JSON)`` → ``{"ingest": NAME, "format": "arrow"|"csv", "mode": ...}``.
+  ``for_command(JSON)`` → ``{"ingest": NAME, "format": "arrow"|"csv", "mode": ...,
+  "idempotency_key": KEY}`` (the key optional: a retry with a committed key is a replay).
 - Tickets: plain SQL text, or JSON the server hands out: ``{"sql": "..."}`` or
   ``{"dataset": NAME}``.
 """
@@ -29,6 +30,7 @@ class PutCommand:
     dataset: str
     format: str = "arrow"
     mode: str = "append"
+    idempotency_key: str | None = None
 
 
 def _text(raw: bytes, what: str) -> str:
@@ -53,10 +55,13 @@ def parse_put(descriptor: flight.FlightDescriptor) -> PutCommand:
     fmt = doc.get("format", "arrow")
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    unknown = set(doc) - {"ingest", "format", "mode"}
+    unknown = set(doc) - {"ingest", "format", "mode", "idempotency_key"}
     if unknown:
         raise InvalidInput(f"unknown do_put command fields: {', '.join(sorted(unknown))}")
-    return PutCommand(validate_name(name), fmt, check_mode(doc.get("mode")))
+    key = doc.get("idempotency_key")
+    if key is not None and not isinstance(key, str):
+        raise InvalidInput('"idempotency_key" must be a string of 1 to 128 printable characters')
+    return PutCommand(validate_name(name), fmt, check_mode(doc.get("mode")), key)
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
