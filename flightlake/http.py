@@ -123,22 +123,31 @@ async def error_headers(request: Request, exc: FlightlakeError) -> dict[str, str
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
     upload = getattr(request.state, "upload", False)
-    if upload and (isinstance(exc, TooLarge) or not await _drain(request, DRAIN_LIMIT)):
+    if upload and isinstance(exc, TooLarge):
+        headers["Connection"] = "close"  # the connection is not reused after a refusal
+        if not request.headers.get("content-length"):
+            # A chunked body stopped at the cap: read and drop the rest for a while, so the
+            # client (curl) reads the 413 instead of a connection reset. A Content-Length
+            # past the cap was refused before any body was sent (curl waits on Expect).
+            await _drain(request, None)
+    elif upload and not await _drain(request, DRAIN_LIMIT):
         headers["Connection"] = "close"  # the rest of a large refused upload is not read
     return headers
 
 
-async def _drain(request: Request, limit: int) -> bool:
-    """Read and drop the unread rest of a small refused upload, so the answer is not lost to
-    a TCP reset (closing a socket with unread data resets it). False when it is too large."""
+async def _drain(request: Request, limit: int | None) -> bool:
+    """Read and drop the unread rest of a refused upload, so the answer is not lost to a TCP
+    reset (closing a socket with unread data resets it). ``limit``: the most bytes read (the
+    declared Content-Length must fit it); None reads a body of any length, for at most
+    DRAIN_SECONDS. False when the rest is too large or does not arrive in time."""
     declared = request.headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > limit:
+    if limit is not None and (not declared.isdigit() or int(declared) > limit):
         return False
     if getattr(request, "_stream_consumed", True):
         return True
     seen = 0
     with anyio.move_on_after(DRAIN_SECONDS):
-        while seen <= limit:
+        while limit is None or seen <= limit:
             message = await request.receive()
             if message["type"] != "http.request":
                 return False
