@@ -52,9 +52,13 @@ def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid dataset name, else raise InvalidInput naming why."""
     if not isinstance(name, str) or not name:
         raise InvalidInput("dataset name is empty")
-    validate_key(name)  # names the NUL / '..' / CR-LF-TAB / length problems precisely
+    try:
+        validate_key(name)  # names the NUL / '..' / CR-LF-TAB / length problems precisely
+    except InvalidInput as exc:  # said of the name, not of a storage key
+        problem = str(exc).removeprefix("storage key ")
+        raise InvalidInput(f"invalid dataset name {name[:64]!r}: it {problem}") from None
     if "/" in name:
-        raise InvalidInput(f"dataset name {name!r} contains '/'")
+        raise InvalidInput(f"invalid dataset name {name!r}: it contains '/'")
     if len(name) > MAX_NAME_CHARS or not _NAME_RE.fullmatch(name):
         raise InvalidInput(
             f"invalid dataset name {name!r}: use letters, digits, '_' and '-' "

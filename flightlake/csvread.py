@@ -575,8 +575,9 @@ def _write(
             retype = _text_check(path, schema, block)
             if retype and append:
                 raise Conflict(
-                    f"CSV column(s) {', '.join(sorted(retype))}: zero-padded or long numbers "
-                    f"would change as the numbers dataset {name!r} requires; ingest them as text"
+                    f"CSV column(s) {', '.join(sorted(retype))}: values such as zero-padded or "
+                    f"very long numbers are text, but dataset {name!r} stores these columns as "
+                    "numbers"
                 )
             if retype:
                 log.info(
