@@ -51,6 +51,10 @@ def make_settings(storage_url: str, s3_server: Any = None, **overrides: Any) -> 
         "flight_port": 0,
         "http_port": 0,
         "gc_grace_seconds": 3600.0,
+        # The memory ceiling watches the resident memory of the whole process: in-process
+        # test servers share it with pytest and every earlier test, so it would fire on
+        # their memory. Tests of the ceiling set it themselves (test_limits).
+        "max_server_memory_bytes": 1 << 40,
     }
     if storage_url.startswith("s3://"):
         assert s3_server is not None, "an s3:// storage URL needs the s3_server fixture"

@@ -91,7 +91,8 @@ def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def _lake_with_data(storage: str, **changes: Any) -> tuple[Settings, Lake]:
-    settings = Settings(storage=storage, **changes)
+    # in-process: the memory ceiling would watch pytest's own memory (see tests/servers.py)
+    settings = Settings(storage=storage, **{"max_server_memory_bytes": 1 << 40, **changes})
     lake = Lake(settings)
     cities = pa.table(
         {
