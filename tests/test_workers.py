@@ -61,8 +61,13 @@ def test_two_workers_share_the_ports_and_see_each_others_commits(tmp_path: Path)
         with urllib.request.urlopen(f"{served.http}/health", timeout=10) as response:
             assert response.status == 200
         workers = worker_processes(served.proc.pid)
-    for p in workers:  # SIGTERM to serve stopped every worker
-        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    # SIGTERM to serve stopped every worker (and multiprocessing's resource tracker, which
+    # exits once the supervisor is gone: give it a moment)
+    wait_until(
+        lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers),
+        15,
+        what="the worker processes to exit",
+    )
 
 
 def test_workers_start_failure_is_one_line(tmp_path: Path) -> None:
