@@ -724,18 +724,6 @@ def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.interrupt()
 
 
-def _walk(node: object) -> Iterator[dict[str, Any]]:
-    """Every JSON object in a parse tree, depth first."""
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            yield item
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def _check_params(names: set[str], params: QueryParams | None) -> None:
     """Raise QueryError naming the placeholders of a statement that ``params`` leave unset."""
     if not names:
