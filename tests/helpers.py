@@ -1,11 +1,16 @@
-"""Small helpers shared by the test suite (ports, polling)."""
+"""Small helpers shared by the test suite (ports, polling, a do_put that reads its PutResult)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
 
 #: SeaweedFS serves gRPC on every HTTP port plus this offset.
 GRPC_PORT_OFFSET = 10000
@@ -74,3 +79,17 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def put_result(
+    client: flight.FlightClient, descriptor: flight.FlightDescriptor, data: pa.Table, **kw: Any
+) -> dict[str, Any]:
+    """``do_put`` all of ``data`` under ``descriptor``; the server's PutResult JSON."""
+    writer, meta = client.do_put(descriptor, data.schema, **kw)
+    with writer:
+        writer.write_table(data)
+        writer.done_writing()
+        answer = meta.read()
+    assert answer is not None
+    result: dict[str, Any] = json.loads(answer.to_pybytes())
+    return result

@@ -23,7 +23,7 @@ import pyarrow.flight as flight
 import pytest
 
 from tests.faults import DropOnceProxy
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, put_result, wait_until
 from tests.http_helpers import http_server
 from tests.servers import flight_server, make_settings
 from tests.subprocess_server import FLIGHTLAKE, flightlake_serve
@@ -47,14 +47,7 @@ def put(
     if fmt == "csv":
         body = "id\n" + "".join(f"{v}\n" for v in data["id"].to_pylist())
         data = pa.table({"data": pa.array([body.encode()], pa.binary())})
-    writer, meta = client.do_put(descriptor, data.schema)
-    with writer:
-        writer.write_table(data)
-        writer.done_writing()
-        answer = meta.read()
-    assert answer is not None
-    result: dict[str, Any] = json.loads(answer.to_pybytes())
-    return result
+    return put_result(client, descriptor, data)
 
 
 def finish(writer: flight.FlightStreamWriter, data: pa.Table) -> None:

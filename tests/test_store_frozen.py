@@ -24,7 +24,7 @@ import pytest
 
 from flightlake.config import Principal
 from flightlake.errors import StorageError
-from tests.helpers import wait_until
+from tests.helpers import put_result, wait_until
 from tests.http_helpers import RunningHttp, http_server
 from tests.s3server import SeaweedS3
 from tests.servers import Running, flight_server, make_settings
@@ -73,14 +73,7 @@ def table(n: int) -> pa.Table:
 
 
 def put(client: flight.FlightClient, name: str, data: pa.Table, **kw: Any) -> dict[str, Any]:
-    writer, meta = client.do_put(flight.FlightDescriptor.for_path(name), data.schema, **kw)
-    with writer:
-        writer.write_table(data)
-        writer.done_writing()
-        answer = meta.read()
-    assert answer is not None
-    result: dict[str, Any] = json.loads(answer.to_pybytes())
-    return result
+    return put_result(client, flight.FlightDescriptor.for_path(name), data, **kw)
 
 
 def timed(call: Callable[[], object]) -> tuple[float, BaseException | None]:
