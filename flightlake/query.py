@@ -14,7 +14,6 @@ stored schemas (flightlake.fidelity).
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob
 import json
 import logging
@@ -31,20 +30,11 @@ import duckdb
 import pyarrow as pa
 
 from flightlake import atclause, observe, sandbox, sqlcompat
-from flightlake.admission import (
-    CLIENT_GONE,
-    MEMORY,
-    TIMEOUT,
-    Handoff,
-    QuerySlots,
-    QueryThreads,
-    Watch,
-    Watchdog,
-    memory_ceiling,
-)
+from flightlake.admission import CLIENT_GONE, MEMORY, TIMEOUT
 from flightlake.cache import DatasetCache, Entry, cache_budget, gather
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
+from flightlake.execution import Execution
 from flightlake.fidelity import relabel, restore_labels, stored_labels
 from flightlake.sandbox import CATALOG, QueryParams, Reads, check_params
 from flightlake.storage import Storage
@@ -108,6 +98,10 @@ class QueryEngine:
         self._con.execute("LOAD icu")
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._con.execute("SET GLOBAL Calendar = 'gregorian'")
+        # A Parquet object is never rewritten under its name (every commit adds new names),
+        # so its footer can be kept: a query no longer reads it again (a request per file
+        # per query on S3).
+        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG}")
         self._con.execute(f"ATTACH ':memory:' AS {CACHE_CATALOG}")
         self._con.execute(f"USE {CATALOG}")
@@ -122,19 +116,8 @@ class QueryEngine:
         #: The stored (manifest) schema of a dataset, the source of truth for the labels
         #: DuckDB does not keep (zones, durations); set by the lake.
         self.stored_schema: Callable[[str], pa.Schema | None] = lambda name: None
-        cores = os.cpu_count() or 1
-        self._slots = QuerySlots(
-            settings.max_concurrent_queries or 2 * cores, settings.query_queue_seconds
-        )
-        self._watchdog = Watchdog(
-            memory_ceiling=memory_ceiling(
-                settings.max_server_memory_bytes, settings.query_memory_limit
-            )
-        )
+        self._execution = Execution(settings, self._translate)
         self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
-        self._threads = QueryThreads(keep=self._slots.limit)
-        self._open_lock = threading.Lock()
-        self._open = 0
         observe.bind_queries(lambda: self.running_queries, lambda: self.queued_queries)
         #: called with the dataset names a query reads, before they are resolved (the lake
         #: brings them up to date: freshness across servers)
@@ -453,7 +436,9 @@ class QueryEngine:
         """
         sql, reads = self._check(sql, params)
         cursor = self._cursor()
-        watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
+        watch = self._execution.watchdog.watch(
+            cursor.interrupt, cancelled, self.settings.query_timeout
+        )
         try:
             rel = cursor.sql(sql, params=params)
             schema = rel.limit(0).to_arrow_table().schema
@@ -461,7 +446,7 @@ class QueryEngine:
         except duckdb.Error as exc:
             raise self._translate(exc, watch.reason) from exc
         finally:
-            self._watchdog.unwatch(watch)
+            self._execution.watchdog.unwatch(watch)
             cursor.close()
 
     def execute(
@@ -525,7 +510,7 @@ class QueryEngine:
             yield None
             for where in positions:
                 for batch in gather(entry, arrow, where.column(0), where.column(1)):
-                    self._check_batch(batch)
+                    self._execution.check_batch(batch)
                     yield batch if labelled is None else relabel(batch, labelled)
         finally:
             positions.close()
@@ -539,116 +524,16 @@ class QueryEngine:
         params: QueryParams | None,
         cancelled: Callable[[], bool] | None,
     ) -> pa.RecordBatchReader:
-        """``execute`` of checked SQL through DuckDB (a slot, a cursor, the watchdog)."""
-        self._slots.acquire(cancelled)
-        try:
-            cursor = self._cursor()
-        except BaseException:
-            self._slots.release()
-            raise
-        watch = self._watchdog.watch(
-            functools.partial(_interrupt, cursor), cancelled, self.settings.query_timeout
+        """``execute`` of checked SQL: through flightlake.execution, on a cursor of its own."""
+        return self._execution.run(
+            self._cursor,
+            _interrupt,
+            sql,
+            params,
+            batch_rows or self.settings.batch_rows,
+            cancelled,
+            lambda schema: restore_labels(schema, self._labels(reads)),
         )
-        handoff = Handoff()
-        rows = batch_rows or self.settings.batch_rows
-        try:
-            self._threads.submit(
-                functools.partial(self._produce, cursor, watch, handoff, sql, params, rows)
-            )
-        except BaseException:
-            self._watchdog.unwatch(watch)
-            cursor.close()
-            self._slots.release()
-            raise
-        kind, value = handoff.get()  # the schema, once DuckDB has the first chunk; or an error
-        if kind == "error":
-            self._watchdog.release(watch, abandoned=False)
-            raise self._translate(value, watch.reason) from value
-        with self._open_lock:
-            self._open += 1
-        labelled = restore_labels(value, self._labels(reads))
-        batches = self._guarded(handoff, watch, labelled)
-        next(batches)  # started: dropping it unread now runs its finally (ends the query)
-        return pa.RecordBatchReader.from_batches(labelled or value, batches)
-
-    def _produce(
-        self,
-        cursor: duckdb.DuckDBPyConnection,
-        watch: Watch,
-        handoff: Handoff,
-        sql: str,
-        params: QueryParams | None,
-        batch_rows: int,
-    ) -> bool:
-        """The query's DuckDB work, on a thread of its own: the watchdog lowers the priority
-        of this thread once the query turns out heavy, so small queries stay fast beside it.
-        Hands the schema, then each batch, then ``end`` (or an ``error``) to the reader.
-        Returns whether its thread must retire (its priority was lowered)."""
-        watch.thread_id = threading.get_native_id()
-        outcome: tuple[str, Any] | None = None
-        try:
-            cursor.execute(sql, params)
-            reader = cursor.to_arrow_reader(batch_rows)
-            if not handoff.put("schema", reader.schema):
-                return watch.niced
-            while outcome is None:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    outcome = ("end", None)
-                    break
-                if not handoff.put("batch", batch):
-                    return watch.niced
-        except BaseException as exc:
-            outcome = ("error", exc)
-        finally:
-            # over before the reader hears so: its slot is free once the stream has ended
-            self._watchdog.unwatch(watch)
-            cursor.close()
-            self._slots.release()
-        if outcome is not None:
-            handoff.put(*outcome)
-        return watch.niced
-
-    def _guarded(
-        self, handoff: Handoff, watch: Watch, labelled: pa.Schema | None = None
-    ) -> Iterator[pa.RecordBatch]:
-        """The result batches, after one ``None`` that ``execute`` consumes, relabelled to
-        ``labelled`` when given (see flightlake.fidelity). However the iteration ends, even
-        unread, the query ends: its thread stops and frees the slot."""
-        done = False
-        try:
-            yield None
-            while True:
-                kind, value = handoff.get()
-                if kind == "end":
-                    done = True
-                    return
-                if kind == "error":
-                    done = True
-                    # DuckDB errors raised after the first chunk surface through Arrow's C
-                    # stream as plain OSError; they are still query errors.
-                    raise self._translate(value, watch.reason) from value
-                self._check_batch(value)
-                yield value if labelled is None else relabel(value, labelled)
-        finally:
-            handoff.stop()
-            # closed early: nobody reads the rest, stop the query
-            self._watchdog.release(watch, abandoned=not done)
-            with self._open_lock:
-                self._open -= 1
-
-    def _check_batch(self, batch: pa.RecordBatch) -> None:
-        """Raise ResourceExhausted for a result batch over ``max_result_batch_bytes``."""
-        cap = self.settings.max_result_batch_bytes
-        if cap > 0 and batch.nbytes > cap:
-            observe.RESOURCE_REFUSALS.labels("memory").inc()
-            raise ResourceExhausted(
-                f"query result too large for memory: one result batch holds "
-                f"{batch.nbytes / (1 << 20):,.0f} MiB, more than "
-                f"max_result_batch_bytes ({cap / (1 << 20):,.0f} MiB); select fewer "
-                "or smaller values"
-            )
 
     def _translate(self, exc: BaseException, reason: str = "") -> Exception:
         """A DuckDB failure as a flightlake error; ``reason`` is why the watchdog interrupted
@@ -656,7 +541,7 @@ class QueryEngine:
         interrupted = isinstance(exc, duckdb.InterruptException)
         if reason == MEMORY and (interrupted or "INTERRUPT" in str(exc).upper()):
             observe.RESOURCE_REFUSALS.labels("memory").inc()
-            ceiling = self._watchdog.memory_ceiling >> 20
+            ceiling = self._execution.watchdog.memory_ceiling >> 20
             return ResourceExhausted(
                 f"query interrupted to protect the server's memory: its resident memory "
                 f"passed {ceiling:,} MiB (max_server_memory_bytes; by default "
@@ -674,22 +559,21 @@ class QueryEngine:
     @property
     def active_queries(self) -> int:
         """Queries whose result stream is still open (running, streaming or parked)."""
-        with self._open_lock:
-            return self._open
+        return self._execution.active
 
     @property
     def running_queries(self) -> int:
         """Queries whose DuckDB work is still going (what the watchdog watches)."""
-        return self._watchdog.active
+        return self._execution.watchdog.active
 
     @property
     def queued_queries(self) -> int:
         """Queries waiting for a slot now."""
-        return self._slots.waiting
+        return self._execution.slots.waiting
 
     def close(self) -> None:
         self._cache.close()
-        self._watchdog.close()
+        self._execution.close()
         self._con.close()
         self._tmp.cleanup()
 

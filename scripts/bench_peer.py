@@ -111,6 +111,7 @@ class Roapi:
     def __init__(self, binary: Path, table_uri: str, workdir: Path) -> None:
         self.flight_port = free_port()
         self.http_port = free_port()
+        self.postgres_port = free_port()  # it binds one too (5432 by default: maybe taken)
         self.log_path = workdir / "roapi.log"
         self.cmd = [
             str(binary),
@@ -120,6 +121,8 @@ class Roapi:
             f"127.0.0.1:{self.flight_port}",
             "-a",
             f"127.0.0.1:{self.http_port}",
+            "-p",
+            f"127.0.0.1:{self.postgres_port}",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
