@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flightlake import observe
 from flightlake.admission import memory_ceiling
 from flightlake.config import Settings
 
@@ -185,9 +186,11 @@ class DatasetCache:
             entry = self._entries.get(dataset)
             if entry is None or entry.keys != keys:
                 self.misses += 1
+                observe.CACHE_ROWS_QUERIES.labels("miss").inc()
                 return None
             entry.pins += 1
             self.hits += 1
+            observe.CACHE_ROWS_QUERIES.labels("hit").inc()
             self._entries.move_to_end(dataset)
             return entry
 

@@ -118,7 +118,6 @@ class QueryEngine:
         self.stored_schema: Callable[[str], pa.Schema | None] = lambda name: None
         self._execution = Execution(settings, self._translate)
         self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
-        observe.bind_queries(lambda: self.running_queries, lambda: self.queued_queries)
         #: called with the dataset names a query reads, before they are resolved (the lake
         #: brings them up to date: freshness across servers)
         self.on_tables: Callable[[set[str]], None] | None = None
@@ -129,6 +128,9 @@ class QueryEngine:
         self._keys: dict[str, tuple[str, ...]] = {}  # dataset -> the objects its view reads
         self._cache_serial = 0
         self._cache = DatasetCache(cache_budget(settings), self._load_cached, self._unload_cached)
+        observe.bind_queries(
+            lambda: self.running_queries, lambda: self.queued_queries, self._cache.used
+        )
         if storage.is_s3:
             self._setup_s3()
         data_root = storage.root_url.rstrip("/") + "/data/"
