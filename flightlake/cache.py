@@ -232,8 +232,11 @@ class DatasetCache:
             started = time.monotonic()
             try:
                 entry = self.load(dataset, keys, self.budget)
-            except Exception as exc:  # the store failed or the dataset moved: stay uncached
+            except Exception as exc:  # the store failed, or no slot: try again when hot again
                 log.warning("cache: loading %s failed: %s", dataset, exc)
+                with self._lock:
+                    if heat is not None:
+                        heat.queries = 0
                 continue
             if entry is None:
                 with self._lock:

@@ -204,13 +204,18 @@ class QueryEngine:
         """One version of a dataset as an Arrow table (DuckDB's export of exactly these
         files, so its types are what a query of the view returns), with its position view
         (sandbox.POSITION_COLUMNS); None, having kept nothing, when it would pass ``budget``
-        bytes (estimated before loading from the Parquet footers, checked after)."""
+        bytes: refused before loading when the Parquet footers' uncompressed size says so,
+        and stopped mid-export when the Arrow batches pass it (dictionary-encoded columns
+        grow), so loading never holds more than ``budget`` plus one batch.
+
+        Takes a query slot while it loads: filling the cache never adds to a full server."""
         urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
         source = f"read_parquet([{urls}])"
         with self._ddl:
             self._cache_serial += 1
             view = f"{CACHE_CATALOG}.main.positions_{self._cache_serial}"
         file_, row = (quote_ident(c) for c in sandbox.POSITION_COLUMNS)
+        self._execution.slots.acquire(None)
         cursor = self._cursor()
         try:
             size = cursor.execute(
@@ -221,7 +226,15 @@ class QueryEngine:
             counts = cursor.execute(
                 f"SELECT file_index, count(*) FROM {source} GROUP BY ALL ORDER BY 1"
             ).fetchall()
-            arrow = cursor.execute(f"SELECT * FROM {source}").to_arrow_table()
+            reader = cursor.execute(f"SELECT * FROM {source}").to_arrow_reader(LOAD_BATCH_ROWS)
+            batches: list[pa.RecordBatch] = []
+            held = 0
+            for batch in reader:
+                held += batch.nbytes
+                if held > budget:
+                    return None
+                batches.append(batch)
+            arrow = pa.Table.from_batches(batches, reader.schema)
             cursor.execute(
                 f"CREATE VIEW {view} AS SELECT *, file_index AS {file_}, "
                 f"file_row_number AS {row} FROM {source}"
@@ -230,12 +243,13 @@ class QueryEngine:
             raise self._translate(exc) from exc
         finally:
             cursor.close()
+            self._execution.slots.release()
         rows = [0] * len(keys)
         for index, count in counts:
             rows[int(index)] = int(count)
         starts = pa.array([sum(rows[:i]) for i in range(len(rows))], pa.int64())
         entry = Entry(name, keys, view, arrow, starts, arrow.nbytes)
-        if sum(rows) != arrow.num_rows or entry.nbytes > budget:
+        if sum(rows) != arrow.num_rows:  # the files changed under us: never serve it
             self._unload_cached(entry)
             return None
         return entry
@@ -650,6 +664,7 @@ class QueryEngine:
 
 
 VERSION_VIEWS = 64
+LOAD_BATCH_ROWS = 1 << 20  # rows per Arrow batch of a cached dataset
 
 
 def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -161,6 +162,29 @@ def test_queried_once_is_not_cached_and_over_budget_never(
         time.sleep(1.0)
         assert "big" not in lake.engine.cached()
         assert lake.engine.cache_stats["bytes"] <= 1 << 20
+    finally:
+        lake.close()
+
+
+def test_a_dataset_that_grows_in_memory_past_the_budget_is_not_kept(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parquet stores 3 distinct long strings once (a dictionary); Arrow holds every copy:
+    the footer's estimate passes, and the export stops once it passes the budget (rather
+    than loading all of it and evicting it after)."""
+    caplog.set_level(logging.INFO, logger="flightlake.cache")
+    lake = Lake(make_settings(str(tmp_path), cache_bytes=1 << 20))  # 1 MiB
+    try:
+        long = [("abc"[i % 3] * 200) for i in range(20_000)]  # about 4 MB in Arrow
+        ingest(lake, "wide", pa.table({"s": long, "i": list(range(20_000))}))
+        ingest(lake, "small", table(0, 200))
+        for _ in range(HOT_AFTER):
+            lake.query("SELECT count(*) FROM wide").read_all()
+        warm(lake, "small")  # loaded after wide by the one loader thread: wide is decided
+        assert "wide" not in lake.engine.cached()
+        assert "wide is larger than cache_bytes; not cached" in caplog.text
+        got = lake.query("SELECT * FROM wide WHERE i % 1000 = 0").read_all()
+        assert got.column("s").to_pylist() == [long[i] for i in range(0, 20_000, 1000)]
     finally:
         lake.close()
 
