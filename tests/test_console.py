@@ -84,7 +84,7 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture(scope="module")
 def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """.pytest_cache/d/console-screenshots, or a temp folder without the cache plugin."""
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     if cache is None:
         return tmp_path_factory.mktemp("console-screenshots")
     return Path(cache.mkdir("console-screenshots"))

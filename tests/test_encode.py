@@ -1,0 +1,63 @@
+"""encode_result: pieces encoded a step ahead on a thread of their own, and still one stream:
+errors reach the consumer, closing it ends the query, the JSON is compact."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from flightlake.encode import AHEAD, encode_result
+
+SCHEMA = pa.schema([("i", pa.int64()), ("s", pa.string())])
+
+
+def batches(
+    count: int,
+    fail_at: int = -1,
+    closed: threading.Event | None = None,
+    made: list[int] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    try:
+        for n in range(count):
+            if made is not None:
+                made.append(n)
+            if n == fail_at:
+                raise pa.ArrowInvalid("boom in batch")
+            yield pa.record_batch([pa.array([n]), pa.array([f"row {n}"])], schema=SCHEMA)
+    finally:
+        if closed is not None:
+            closed.set()
+
+
+def test_json_is_compact_rows_one_per_line() -> None:
+    body = b"".join(encode_result(pa.RecordBatchReader.from_batches(SCHEMA, batches(3)), "json"))
+    assert body == b'[\n{"i":0,"s":"row 0"},\n{"i":1,"s":"row 1"},\n{"i":2,"s":"row 2"}\n]\n'
+    assert json.loads(body) == [{"i": n, "s": f"row {n}"} for n in range(3)]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "arrow", "parquet"])
+def test_an_error_after_the_first_piece_reaches_the_consumer(fmt: str) -> None:
+    pieces = encode_result(pa.RecordBatchReader.from_batches(SCHEMA, batches(5, fail_at=2)), fmt)
+    assert next(pieces)
+    with pytest.raises(Exception, match="boom in batch"):
+        list(pieces)
+
+
+def test_closing_early_closes_the_source_and_the_thread() -> None:
+    closed = threading.Event()
+    made: list[int] = []
+    before = threading.active_count()
+    pieces = encode_result(
+        pa.RecordBatchReader.from_batches(SCHEMA, batches(10_000, closed=closed, made=made)),
+        "json",
+    )
+    assert next(pieces).startswith(b"[")
+    pieces.close()  # an HTTP client hung up after the first piece
+    assert closed.wait(10)  # the query's reader was closed: the query ends
+    assert threading.active_count() <= before
+    # it read no more than AHEAD pieces past the one taken (plus the one in hand)
+    assert len(made) <= 1 + AHEAD + 1
