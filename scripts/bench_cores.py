@@ -242,9 +242,9 @@ def report_concurrency(
         "4. Concurrency and cores",
         "N client processes (pyarrow.flight, one connection each, released together by a "
         f"barrier) against `flightlake serve` (workers=1) and `serve --workers N`, taking "
-        f"turns per level. Large: each client repeats `{LARGE_SQL}` for {large_s:.0f} s; "
+        f"turns per level. Large: each client repeats `{LARGE_SQL}` for {large_s:g} s; "
         "aggregate throughput = all bytes received / wall time from the first start to the "
-        f"last finish. Small: each client repeats `{SMALL_SQL}` for {small_s:.0f} s; p50 over "
+        f"last finish. Small: each client repeats `{SMALL_SQL}` for {small_s:g} s; p50 over "
         f"every request of every client. Median of {runs} runs per level. CPU = the server's "
         "(serve and all its processes, from /proc) and the clients' own (getrusage) CPU "
         "seconds per large query; cores busy = their CPU seconds / wall seconds of the large "

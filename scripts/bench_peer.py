@@ -111,6 +111,7 @@ class Roapi:
     def __init__(self, binary: Path, table_uri: str, workdir: Path) -> None:
         self.flight_port = free_port()
         self.http_port = free_port()
+        self.postgres_port = free_port()  # ROAPI also serves Postgres; 5432 may be taken
         self.log_path = workdir / "roapi.log"
         self.cmd = [
             str(binary),
@@ -120,6 +121,8 @@ class Roapi:
             f"127.0.0.1:{self.flight_port}",
             "-a",
             f"127.0.0.1:{self.http_port}",
+            "--addr-postgres",
+            f"127.0.0.1:{self.postgres_port}",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -140,12 +143,15 @@ class Roapi:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"roapi exited; see {self.log_path}")
+                return True  # exited: said below, at once
             body = _post(f"{self.http_url}/api/sql", b"SELECT 1", "text/plain")
             return bool(body)
 
         try:
             wait_until(ready, timeout=120, interval=0.1, what="roapi")
+            if proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-8:]
+                raise RuntimeError(f"roapi exited ({proc.returncode}): " + " | ".join(tail))
         except BaseException:
             self.__exit__()
             raise
