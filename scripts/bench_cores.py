@@ -34,6 +34,7 @@ from scripts.bench_report import Report, fmt_mbs, fmt_ms, fmt_ratio, md_table
 
 CORES_TARGET = 1.8  # issue 14: 8 clients' aggregate SELECT * throughput over one client's
 BARRIER_SECONDS = 600.0
+DISTURBED_CORES = 0.3  # other processes' cores above which a phase is called disturbed
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -292,7 +293,8 @@ def report_concurrency(
             report.check(
                 "4. cores",
                 f"aggregate SELECT * throughput, {rs[-1].clients} vs 1 client, workers={w}, {kind}",
-                fmt_ratio(ratio),
+                f"{fmt_ratio(ratio)} (CPU bound {bound:.2f}x; other processes "
+                f"{rs[0].others_busy:.2f} / {rs[-1].others_busy:.2f} cores)",
                 f"≥ {CORES_TARGET}x",
                 round(ratio, 2) >= CORES_TARGET,
             )
@@ -303,5 +305,11 @@ def report_concurrency(
                 f"per {fmt_ms(one.large_p50)} ms query), "
                 f"so {cores} cores allow at most {bound:.2f}x; measured {ratio:.2f}x at "
                 f"{rs[-1].cores_busy:.2f} cores busy, other processes {rs[-1].others_busy:.2f}"
+                + (
+                    f" (other processes took {one.others_busy:.2f} cores during the one-client "
+                    "phase: that phase, and so this ratio and bound, are disturbed)"
+                    if one.others_busy > DISTURBED_CORES
+                    else ""
+                )
             )
         sec.blocks.append("Bound from CPU: " + "; ".join(notes) + ".")
