@@ -8,10 +8,12 @@ non-zero exit, and SIGTERM stops every worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import select
+import queue
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -131,18 +133,27 @@ def test_worker_settings_share_the_cores_between_the_duckdb_pools() -> None:
 
 
 def _lines_until(proc: subprocess.Popen[str], wanted: int, needle: str) -> list[str]:
-    """Lines of ``proc``'s output containing ``needle``, until ``wanted`` of them (30 s)."""
+    """Lines of ``proc``'s output containing ``needle``, until ``wanted`` of them (30 s).
+    A thread reads the pipe (a select on the fd would miss lines already buffered)."""
     assert proc.stdout is not None
+    stdout = proc.stdout
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        with contextlib.suppress(ValueError, OSError):  # the pipe closes when the test ends
+            for line in stdout:
+                lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     found: list[str] = []
     deadline = time.monotonic() + 30
     while len(found) < wanted and time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if needle in line:
-                found.append(line)
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if needle in line:
+            found.append(line)
     return found
 
 
