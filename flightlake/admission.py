@@ -19,6 +19,7 @@ Nothing here knows DuckDB; ``query.py`` hands in plain callables.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -109,30 +110,47 @@ class Cancelled(Unavailable):
 
 
 class Handoff:
-    """Hands items from the thread running a query to the thread reading its result, one at
-    a time (the producer waits while the reader has not taken the last one). ``stop`` ends
-    the exchange from either side: a producer's ``put`` then answers False."""
+    """Hands items from the thread running a query to the thread reading its result. The
+    producer runs at most one record batch ahead: a ``batch`` waits while the reader has not
+    taken the previous one; the small items (``schema``, ``end``, ``error``) never wait, so a
+    one-batch result is handed over whole without a second thread switch, and its query's
+    slot and cursor are free before the reader asks for the rows. ``stop`` ends the exchange
+    from either side: a producer's ``put`` then answers False."""
 
     def __init__(self) -> None:
-        self._items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
-        self._stop = threading.Event()
+        self._items: collections.deque[tuple[str, Any]] = collections.deque()
+        self._batches = 0  # batches handed over and not yet taken
+        self._ready = threading.Condition(threading.Lock())
+        self._stopped = False
 
     def put(self, kind: str, value: Any = None) -> bool:
         """Hand over ``(kind, value)``; False (dropped) once stopped."""
-        while not self._stop.is_set():
-            try:
-                self._items.put((kind, value), timeout=POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+        with self._ready:
+            if kind == "batch":
+                while self._batches and not self._stopped:
+                    self._ready.wait()
+                self._batches += 1
+            if self._stopped:
+                return False
+            self._items.append((kind, value))
+            self._ready.notify_all()
+            return True
 
     def get(self) -> tuple[str, Any]:
         """The next ``(kind, value)``, waiting for it."""
-        return self._items.get()
+        with self._ready:
+            while not self._items:
+                self._ready.wait()
+            kind, value = self._items.popleft()
+            if kind == "batch":
+                self._batches -= 1
+                self._ready.notify_all()
+            return kind, value
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._ready:
+            self._stopped = True
+            self._ready.notify_all()
 
 
 class QueryThreads:

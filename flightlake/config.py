@@ -298,6 +298,16 @@ SETTINGS: tuple[Setting, ...] = (
         max=2**62,
     ),
     Setting(
+        "cache_bytes",
+        int,
+        512 * 1024 * 1024,
+        "Memory for hot datasets: a dataset queried twice at one version is held in memory "
+        "(a DuckDB table and an Arrow table, both counted) and dropped on its next commit, "
+        "least recently used first; at most half of query_memory_limit. 0 turns it off.",
+        min=0,
+        max=2**62,
+    ),
+    Setting(
         "spool_dir",
         str,
         "",
@@ -446,6 +456,7 @@ class Settings:
     query_queue_seconds: float = 10.0
     max_result_batch_bytes: int = 256 * 1024 * 1024
     max_server_memory_bytes: int = 0
+    cache_bytes: int = 512 * 1024 * 1024
     spool_dir: str = ""
     min_free_spool_bytes: int = 512 * 1024 * 1024
     min_free_storage_bytes: int = 512 * 1024 * 1024

@@ -33,7 +33,8 @@ from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound,
 from flightlake.fidelity import as_stored
 from flightlake.ingest import spool, write_arrow, write_csv
 from flightlake.migrate import migrate_v01
-from flightlake.query import QueryEngine, QueryParams
+from flightlake.query import QueryEngine
+from flightlake.sandbox import QueryParams
 from flightlake.storage import Storage
 from flightlake.timetravel import TimeTravel
 

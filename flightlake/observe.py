@@ -90,6 +90,18 @@ RESOURCE_REFUSALS = Counter(
     ["resource"],
     registry=REGISTRY,
 )
+CACHE_BYTES = Gauge(
+    "flightlake_cache_bytes",
+    "Bytes held by the hot-dataset cache (cache_bytes).",
+    registry=REGISTRY,
+)
+CACHE_ROWS_QUERIES = Counter(
+    "flightlake_cache_row_queries",
+    "Plain SELECT ... FROM dataset [WHERE ...] queries: outcome hit (rows gathered from the "
+    "cached Arrow copy) or miss (dataset not cached at that version).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 reqlog = logging.getLogger("flightlake.request")
@@ -115,10 +127,13 @@ def bind(active_ingests: Callable[[], int], datasets: Callable[[], int]) -> None
     DATASETS.set_function(lambda: float(datasets()))
 
 
-def bind_queries(running: Callable[[], int], queued: Callable[[], int]) -> None:
+def bind_queries(
+    running: Callable[[], int], queued: Callable[[], int], cached: Callable[[], int]
+) -> None:
     """Point the query gauges at an engine (the last one bound wins)."""
     QUERIES_RUNNING.set_function(lambda: float(running()))
     QUERIES_QUEUED.set_function(lambda: float(queued()))
+    CACHE_BYTES.set_function(lambda: float(cached()))
 
 
 def record(

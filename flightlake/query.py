@@ -14,7 +14,6 @@ stored schemas (flightlake.fidelity).
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob
 import json
 import logging
@@ -23,56 +22,29 @@ import re
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from flightlake import atclause, observe, sqlcompat
-from flightlake.admission import (
-    CLIENT_GONE,
-    MEMORY,
-    TIMEOUT,
-    Handoff,
-    QuerySlots,
-    QueryThreads,
-    Watch,
-    Watchdog,
-    memory_ceiling,
-)
+from flightlake import atclause, observe, sandbox, sqlcompat
+from flightlake.admission import CLIENT_GONE, MEMORY, TIMEOUT
+from flightlake.cache import DatasetCache, Entry, cache_budget, gather
 from flightlake.config import Settings
 from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
+from flightlake.execution import Execution
 from flightlake.fidelity import relabel, restore_labels, stored_labels
+from flightlake.sandbox import CATALOG, QueryParams, Reads, check_params
 from flightlake.storage import Storage
 from flightlake.values import parse_size
 
 log = logging.getLogger("flightlake.query")
 
-#: Values for a statement's placeholders: positional (``?``, ``$1``) or named (``$name``).
-QueryParams = Sequence[object] | Mapping[str, object]
-
 _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}
-# Table functions client SQL may call: generators only. Files and URLs are read through the
-# dataset views, never directly; metadata functions (duckdb_secrets(), duckdb_settings(), ...)
-# would show endpoints, paths and configuration.
-_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
-# Scalar functions that reveal configuration or the environment.
-_DENIED_FUNCTIONS = frozenset(
-    {
-        "current_setting",
-        "getenv",
-        "which_secret",
-        "current_database",
-        "current_catalog",
-        "current_schemas",
-    }
-)
-_SYSTEM_PREFIXES = ("duckdb_", "sqlite_", "pragma_", "pg_", "information_schema")
 AUDIT_CACHE_SIZE = 512  # SQL texts whose sandbox verdict is remembered (per generation)
-CATALOG = "flightlake"  # the database the views live in: flightlake.main.<dataset>
+CACHE_CATALOG = "flightlake_cache"  # cached tables (flightlake.cache); clients cannot name it
 
 
 def httpfs_extension_path() -> str:
@@ -126,7 +98,12 @@ class QueryEngine:
         self._con.execute("LOAD icu")
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._con.execute("SET GLOBAL Calendar = 'gregorian'")
+        # A Parquet object is never rewritten under its name (every commit adds new names),
+        # so its footer can be kept: a query no longer reads it again (a request per file
+        # per query on S3).
+        self._con.execute("SET GLOBAL parquet_metadata_cache = true")
         self._con.execute(f"ATTACH ':memory:' AS {CATALOG}")
+        self._con.execute(f"ATTACH ':memory:' AS {CACHE_CATALOG}")
         self._con.execute(f"USE {CATALOG}")
         self._ddl = threading.Lock()
         self._views: set[str] = set()
@@ -134,25 +111,13 @@ class QueryEngine:
         # SQL texts that passed the sandbox walk at a generation, with the SQL to run for them
         # (sqlcompat's rewrite). A client prepares, gets the flight info and fetches the same
         # text: it is walked once, not three times.
-        self._audited: OrderedDict[str, tuple[int, tuple[str, _Reads]]] = OrderedDict()
+        self._audited: OrderedDict[str, tuple[int, tuple[str, Reads]]] = OrderedDict()
         self._schemas: dict[str, pa.Schema] = {}
         #: The stored (manifest) schema of a dataset, the source of truth for the labels
         #: DuckDB does not keep (zones, durations); set by the lake.
         self.stored_schema: Callable[[str], pa.Schema | None] = lambda name: None
-        cores = os.cpu_count() or 1
-        self._slots = QuerySlots(
-            settings.max_concurrent_queries or 2 * cores, settings.query_queue_seconds
-        )
-        self._watchdog = Watchdog(
-            memory_ceiling=memory_ceiling(
-                settings.max_server_memory_bytes, settings.query_memory_limit
-            )
-        )
+        self._execution = Execution(settings, self._translate)
         self._info_built: dict[str, pa.Schema | None] | None = None  # sqlcompat.info_schema_ddl
-        self._threads = QueryThreads(keep=self._slots.limit)
-        self._open_lock = threading.Lock()
-        self._open = 0
-        observe.bind_queries(lambda: self.running_queries, lambda: self.queued_queries)
         #: called with the dataset names a query reads, before they are resolved (the lake
         #: brings them up to date: freshness across servers)
         self.on_tables: Callable[[set[str]], None] | None = None
@@ -160,6 +125,12 @@ class QueryEngine:
         #: resolves (dataset, "VERSION" | "TIMESTAMP", value) -> (version, file keys)
         self.time_travel: Callable[[str, str, object], tuple[int, tuple[str, ...]]] | None = None
         self._version_views: OrderedDict[str, None] = OrderedDict()
+        self._keys: dict[str, tuple[str, ...]] = {}  # dataset -> the objects its view reads
+        self._cache_serial = 0
+        self._cache = DatasetCache(cache_budget(settings), self._load_cached, self._unload_cached)
+        observe.bind_queries(
+            lambda: self.running_queries, lambda: self.queued_queries, self._cache.used
+        )
         if storage.is_s3:
             self._setup_s3()
         data_root = storage.root_url.rstrip("/") + "/data/"
@@ -198,6 +169,9 @@ class QueryEngine:
     # -- views ---------------------------------------------------------------------------
     def set_view(self, name: str, keys: tuple[str, ...]) -> None:
         """Point the view ``name`` at exactly these Parquet objects."""
+        with self._ddl:
+            if name in self._views and self._keys.get(name) == tuple(keys):
+                return  # already there (a view rebuilt after a store failure, say)
         urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
         sql = f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM read_parquet([{urls}])"
         with self._ddl:
@@ -212,14 +186,92 @@ class QueryEngine:
                 raise StorageError(f"cannot read the objects of {name}: {exc}") from exc
             self._views.add(name)
             self._schemas[name] = schema
+            self._keys[name] = tuple(keys)
             self.generation += 1
+        self._cache.moved(name, tuple(keys))
 
     def drop_view(self, name: str) -> None:
         with self._ddl:
             self._con.execute(f"DROP VIEW IF EXISTS {quote_ident(name)}")
             self._views.discard(name)
             self._schemas.pop(name, None)
+            self._keys.pop(name, None)
             self.generation += 1
+        self._cache.moved(name, None)
+
+    # -- the dataset cache (flightlake.cache) ----------------------------------------------
+    def _load_cached(self, name: str, keys: tuple[str, ...], budget: int) -> Entry | None:
+        """One version of a dataset as an Arrow table (DuckDB's export of exactly these
+        files, so its types are what a query of the view returns), with its position view
+        (sandbox.POSITION_COLUMNS); None, having kept nothing, when it would pass ``budget``
+        bytes: refused before loading when the Parquet footers' uncompressed size says so,
+        and stopped mid-export when the Arrow batches pass it (dictionary-encoded columns
+        grow), so loading never holds more than ``budget`` plus one batch.
+
+        Takes a query slot while it loads: filling the cache never adds to a full server."""
+        urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
+        source = f"read_parquet([{urls}])"
+        with self._ddl:
+            self._cache_serial += 1
+            view = f"{CACHE_CATALOG}.main.positions_{self._cache_serial}"
+        file_, row = (quote_ident(c) for c in sandbox.POSITION_COLUMNS)
+        self._execution.slots.acquire(None)
+        cursor = self._cursor()
+        try:
+            size = cursor.execute(
+                f"SELECT sum(total_uncompressed_size) FROM parquet_metadata([{urls}])"
+            ).fetchone()
+            if size and size[0] is not None and int(size[0]) > budget:
+                return None
+            counts = cursor.execute(
+                f"SELECT file_index, count(*) FROM {source} GROUP BY ALL ORDER BY 1"
+            ).fetchall()
+            reader = cursor.execute(f"SELECT * FROM {source}").to_arrow_reader(LOAD_BATCH_ROWS)
+            batches: list[pa.RecordBatch] = []
+            held = 0
+            for batch in reader:
+                held += batch.nbytes
+                if held > budget:
+                    return None
+                batches.append(batch)
+            arrow = pa.Table.from_batches(batches, reader.schema)
+            cursor.execute(
+                f"CREATE VIEW {view} AS SELECT *, file_index AS {file_}, "
+                f"file_row_number AS {row} FROM {source}"
+            )
+        except duckdb.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            cursor.close()
+            self._execution.slots.release()
+        rows = [0] * len(keys)
+        for index, count in counts:
+            rows[int(index)] = int(count)
+        starts = pa.array([sum(rows[:i]) for i in range(len(rows))], pa.int64())
+        entry = Entry(name, keys, view, arrow, starts, arrow.nbytes)
+        if sum(rows) != arrow.num_rows:  # the files changed under us: never serve it
+            self._unload_cached(entry)
+            return None
+        return entry
+
+    def _unload_cached(self, entry: Entry) -> None:
+        """Forget an evicted entry's position view (its Arrow table goes with the entry)."""
+        with self._ddl:
+            self._con.execute(f"DROP VIEW IF EXISTS {entry.view}")
+
+    def cached(self) -> dict[str, int]:
+        """The datasets held in the cache now, with the bytes each holds."""
+        return self._cache.datasets()
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        """The dataset cache now: bytes held, budget, hits and misses of row plans."""
+        return {
+            "bytes": self._cache.used(),
+            "budget": self._cache.budget,
+            "hits": self._cache.hits,
+            "misses": self._cache.misses,
+        }
 
     def view_schema(self, name: str) -> pa.Schema | None:
         """The schema ``SELECT * FROM name`` streams: the stored schema for every type that
@@ -228,7 +280,7 @@ class QueryEngine:
             schema = self._schemas.get(name)
         if schema is None:
             return None
-        return restore_labels(schema, self._labels(_Reads({name}, star=True))) or schema
+        return restore_labels(schema, self._labels(Reads({name}, star=True))) or schema
 
     # -- queries -------------------------------------------------------------------------
     def check(self, sql: str) -> str:
@@ -237,17 +289,17 @@ class QueryEngine:
         PIVOT without IN, ...) come back rewritten by ``sqlcompat``; run what is returned."""
         return self._check(sql)[0]
 
-    def _check(self, sql: str, params: QueryParams | None = None) -> tuple[str, _Reads]:
+    def _check(self, sql: str, params: QueryParams | None = None) -> tuple[str, Reads]:
         """``check``, plus that ``params`` fill every placeholder; also returns what the
         statement reads (for the labels restored on its result)."""
         if not sql or not sql.strip():
             raise QueryError("SQL is empty")
         answer = sqlcompat.session_statement(sql)
         if answer is not None:
-            return answer, _Reads()
+            return answer, Reads()
         explained = sqlcompat.explain_target(sql)
         if explained is not None:
-            return "EXPLAIN " + self._check(explained, params)[0], _Reads()
+            return "EXPLAIN " + self._check(explained, params)[0], Reads()
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
@@ -265,7 +317,7 @@ class QueryEngine:
         kind = statements[0].type
         if kind not in _ALLOWED_STATEMENTS:
             raise QueryError(f"only SELECT queries are allowed here, got a {kind.name} statement")
-        _check_params(statements[0].named_parameters, params)
+        check_params(statements[0].named_parameters, params)
         if atclause.mentions(sql):
             # time travel resolves versions (and times like now() - INTERVAL 1 HOUR) anew on
             # every request: never cached
@@ -308,7 +360,7 @@ class QueryEngine:
                 raise _translate(exc) from exc
             self._info_built = snapshot
 
-    def _audit(self, sql: str, rewrite_ok: bool = True) -> tuple[str, _Reads]:
+    def _audit(self, sql: str, rewrite_ok: bool = True) -> tuple[str, Reads]:
         """Walk DuckDB's own parse tree of ``sql``; refuse what reaches outside the lake.
         Returns ``sql``, or the SQL of the tree as ``sqlcompat.rewrite_tree`` rewrote it
         (itself parsed and audited again, so what runs is what was checked), with the
@@ -327,17 +379,8 @@ class QueryEngine:
         if rewrite.info_schema:
             self._refresh_info()
         nodes = list(sqlcompat.walk(tree["statements"]))
-        ctes = {
-            str(entry.get("key", "")).lower()
-            for node in nodes
-            if isinstance(node.get("cte_map"), dict)
-            for entry in node["cte_map"].get("map", [])
-        }
-        names = frozenset(
-            str(n.get("table_name", ""))
-            for n in nodes
-            if n.get("type") == "BASE_TABLE" and str(n.get("table_name", "")).lower() not in ctes
-        )
+        ctes = sandbox.ctes_of(nodes)
+        names = sandbox.base_tables(nodes, ctes)
         if rewrite_ok:
             with self._ddl:
                 self._tables_of[sql] = names
@@ -348,26 +391,26 @@ class QueryEngine:
             self.on_tables(set(names))
         with self._ddl:
             views = {v.lower(): v for v in self._views}
-        reads: set[str] = set()
-        for node in nodes:
-            kind = node.get("type")
-            if kind == "TABLE_FUNCTION":
-                name = str(node.get("function", {}).get("function_name", "")).lower()
-                if name not in _TABLE_FUNCTIONS:
-                    raise QueryError(
-                        f"not allowed: table function {name}(); query the datasets by name"
-                    )
-            elif kind == "BASE_TABLE":
-                table = self._check_table(node, set(views), ctes)
-                if table in views:
-                    reads.add(views[table])
-            elif node.get("class") == "FUNCTION":
-                name = str(node.get("function_name", "")).lower()
-                if name in _DENIED_FUNCTIONS or name.startswith(("duckdb_", "pragma_")):
-                    raise QueryError(f"not allowed: function {name}()")
+            schemas = dict(self._schemas)
+        reads = sandbox.check_nodes(nodes, views, ctes)
         if not rewrite.changed:
             statements: Any = tree["statements"]
-            return sql, _Reads(reads, *_output_sources(statements[0].get("node", {})))
+            plan = None
+            if len(reads) == 1 and self._cache.enabled:
+                (dataset,) = reads
+                schema = schemas.get(dataset)
+                if schema is not None:
+                    plan = sandbox.row_plan(tree, dataset, schema.names)
+            sources, star = sandbox.output_sources(statements[0].get("node", {}))
+            return sql, Reads(reads, sources, star, plan)
+        rewritten = self._sql_of(tree)
+        statements = duckdb.extract_statements(rewritten) if rewritten else []
+        if len(statements) != 1 or statements[0].type not in _ALLOWED_STATEMENTS:
+            raise QueryError("SQL error: cannot rewrite this statement")
+        return self._audit(rewritten, rewrite_ok=False)
+
+    def _sql_of(self, tree: dict[str, Any]) -> str:
+        """The SQL text of a parse tree (DuckDB's ``json_deserialize_sql``)."""
         cursor = self._con.cursor()
         try:
             row = cursor.execute(
@@ -377,13 +420,9 @@ class QueryEngine:
             raise QueryError(f"SQL error: {exc}") from exc
         finally:
             cursor.close()
-        rewritten = str(row[0]) if row else ""
-        statements = duckdb.extract_statements(rewritten) if rewritten else []
-        if len(statements) != 1 or statements[0].type not in _ALLOWED_STATEMENTS:
-            raise QueryError("SQL error: cannot rewrite this statement")
-        return self._audit(rewritten, rewrite_ok=False)
+        return str(row[0]) if row else ""
 
-    def _labels(self, reads: _Reads) -> dict[str, pa.DataType]:
+    def _labels(self, reads: Reads) -> dict[str, pa.DataType]:
         """Output column -> the stored type of the dataset column it selects, for the
         columns whose labels DuckDB loses (zones, durations)."""
         if not reads.datasets:
@@ -400,31 +439,6 @@ class QueryEngine:
         cursor.execute(f"USE {CATALOG}")
         return cursor
 
-    @staticmethod
-    def _check_table(node: dict[str, Any], views: set[str], ctes: set[str]) -> str:
-        """A table reference must name a dataset (or a CTE of the query): DuckDB's built-in
-        views (sqlite_master, duckdb_views, information_schema...) would show object paths,
-        and a quoted path would read a file directly."""
-        table = str(node.get("table_name", ""))
-        schema = str(node.get("schema_name", "")).lower()
-        catalog = str(node.get("catalog_name", "")).lower()
-        qualified = ".".join(p for p in (catalog, schema, table) if p)
-        if (
-            catalog == CATALOG
-            and schema == sqlcompat.INFO_SCHEMA
-            and table.lower() in sqlcompat.INFO_TABLES
-        ):
-            return ""  # flightlake's own information_schema (sqlcompat.info_schema_ddl)
-        if catalog not in ("", CATALOG) or schema not in ("", "main"):
-            raise QueryError(f"not allowed: {qualified} is not a dataset")
-        if not schema and table.lower() in ctes:
-            return ""
-        if table.lower() in views:
-            return table.lower()
-        if any(c in table for c in "/:\\") or table.lower().startswith(_SYSTEM_PREFIXES):
-            raise QueryError(f"not allowed: {qualified} is not a dataset")
-        raise NotFound(f"dataset {table!r} not found")
-
     def schema(
         self,
         sql: str,
@@ -438,7 +452,9 @@ class QueryEngine:
         """
         sql, reads = self._check(sql, params)
         cursor = self._cursor()
-        watch = self._watchdog.watch(cursor.interrupt, cancelled, self.settings.query_timeout)
+        watch = self._execution.watchdog.watch(
+            cursor.interrupt, cancelled, self.settings.query_timeout
+        )
         try:
             rel = cursor.sql(sql, params=params)
             schema = rel.limit(0).to_arrow_table().schema
@@ -446,7 +462,7 @@ class QueryEngine:
         except duckdb.Error as exc:
             raise self._translate(exc, watch.reason) from exc
         finally:
-            self._watchdog.unwatch(watch)
+            self._execution.watchdog.unwatch(watch)
             cursor.close()
 
     def execute(
@@ -470,111 +486,70 @@ class QueryEngine:
         ``query_memory_limit`` raise ``ResourceExhausted``.
         """
         sql, reads = self._check(sql, params)
-        self._slots.acquire(cancelled)
+        for name in reads.datasets:
+            keys = self._keys.get(name)
+            if keys is not None:
+                self._cache.noted(name, keys)
+        plan = reads.rows
+        keys = self._keys.get(plan.dataset) if plan is not None else None
+        entry = self._cache.pin(plan.dataset, keys) if plan is not None and keys else None
+        if plan is None or entry is None:
+            return self._run(sql, reads, batch_rows, params, cancelled)
+        catalog, _, table = entry.view.split(".")
         try:
-            cursor = self._cursor()
-        except BaseException:
-            self._slots.release()
-            raise
-        watch = self._watchdog.watch(
-            functools.partial(_interrupt, cursor), cancelled, self.settings.query_timeout
-        )
-        handoff = Handoff()
-        rows = batch_rows or self.settings.batch_rows
-        try:
-            self._threads.submit(
-                functools.partial(self._produce, cursor, watch, handoff, sql, params, rows)
+            positions = self._run(
+                self._sql_of(plan.position_tree(catalog, table)),
+                Reads(),
+                batch_rows,
+                params,
+                cancelled,
             )
         except BaseException:
-            self._watchdog.unwatch(watch)
-            cursor.close()
-            self._slots.release()
+            self._cache.unpin(entry)
             raise
-        kind, value = handoff.get()  # the schema, once DuckDB has the first chunk; or an error
-        if kind == "error":
-            self._watchdog.release(watch, abandoned=False)
-            raise self._translate(value, watch.reason) from value
-        with self._open_lock:
-            self._open += 1
-        labelled = restore_labels(value, self._labels(reads))
-        batches = self._guarded(handoff, watch, labelled)
-        next(batches)  # started: dropping it unread now runs its finally (ends the query)
-        return pa.RecordBatchReader.from_batches(labelled or value, batches)
+        arrow = entry.arrow.select(list(plan.columns))
+        labelled = restore_labels(arrow.schema, self._labels(reads))
+        batches = self._gathered(entry, arrow, positions, labelled)
+        next(batches)  # started: dropping it unread now runs its finally (unpins the entry)
+        return pa.RecordBatchReader.from_batches(labelled or arrow.schema, batches)
 
-    def _produce(
+    def _gathered(
         self,
-        cursor: duckdb.DuckDBPyConnection,
-        watch: Watch,
-        handoff: Handoff,
-        sql: str,
-        params: QueryParams | None,
-        batch_rows: int,
-    ) -> bool:
-        """The query's DuckDB work, on a thread of its own: the watchdog lowers the priority
-        of this thread once the query turns out heavy, so small queries stay fast beside it.
-        Hands the schema, then each batch, then ``end`` (or an ``error``) to the reader.
-        Returns whether its thread must retire (its priority was lowered)."""
-        watch.thread_id = threading.get_native_id()
-        outcome: tuple[str, Any] | None = None
-        try:
-            cursor.execute(sql, params)
-            reader = cursor.to_arrow_reader(batch_rows)
-            if not handoff.put("schema", reader.schema):
-                return watch.niced
-            while outcome is None:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    outcome = ("end", None)
-                    break
-                if not handoff.put("batch", batch):
-                    return watch.niced
-        except BaseException as exc:
-            outcome = ("error", exc)
-        finally:
-            # over before the reader hears so: its slot is free once the stream has ended
-            self._watchdog.unwatch(watch)
-            cursor.close()
-            self._slots.release()
-        if outcome is not None:
-            handoff.put(*outcome)
-        return watch.niced
-
-    def _guarded(
-        self, handoff: Handoff, watch: Watch, labelled: pa.Schema | None = None
+        entry: Entry,
+        arrow: pa.Table,
+        positions: pa.RecordBatchReader,
+        labelled: pa.Schema | None,
     ) -> Iterator[pa.RecordBatch]:
-        """The result batches, after one ``None`` that ``execute`` consumes, relabelled to
-        ``labelled`` when given (see flightlake.fidelity). However the iteration ends, even
-        unread, the query ends: its thread stops and frees the slot."""
-        cap = self.settings.max_result_batch_bytes
-        done = False
+        """The rows of ``arrow`` at the positions read, in their order (cache.gather),
+        after one ``None`` that ``execute`` consumes; the entry stays pinned until the end."""
         try:
             yield None
-            while True:
-                kind, value = handoff.get()
-                if kind == "end":
-                    done = True
-                    return
-                if kind == "error":
-                    done = True
-                    # DuckDB errors raised after the first chunk surface through Arrow's C
-                    # stream as plain OSError; they are still query errors.
-                    raise self._translate(value, watch.reason) from value
-                if cap > 0 and value.nbytes > cap:
-                    observe.RESOURCE_REFUSALS.labels("memory").inc()
-                    raise ResourceExhausted(
-                        f"query result too large for memory: one result batch holds "
-                        f"{value.nbytes / (1 << 20):,.0f} MiB, more than "
-                        f"max_result_batch_bytes ({cap / (1 << 20):,.0f} MiB); select fewer "
-                        "or smaller values"
-                    )
-                yield value if labelled is None else relabel(value, labelled)
+            for where in positions:
+                for batch in gather(entry, arrow, where.column(0), where.column(1)):
+                    self._execution.check_batch(batch)
+                    yield batch if labelled is None else relabel(batch, labelled)
         finally:
-            handoff.stop()
-            # closed early: nobody reads the rest, stop the query
-            self._watchdog.release(watch, abandoned=not done)
-            with self._open_lock:
-                self._open -= 1
+            positions.close()
+            self._cache.unpin(entry)
+
+    def _run(
+        self,
+        sql: str,
+        reads: Reads,
+        batch_rows: int | None,
+        params: QueryParams | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> pa.RecordBatchReader:
+        """``execute`` of checked SQL: through flightlake.execution, on a cursor of its own."""
+        return self._execution.run(
+            self._cursor,
+            _interrupt,
+            sql,
+            params,
+            batch_rows or self.settings.batch_rows,
+            cancelled,
+            lambda schema: restore_labels(schema, self._labels(reads)),
+        )
 
     def _translate(self, exc: BaseException, reason: str = "") -> Exception:
         """A DuckDB failure as a flightlake error; ``reason`` is why the watchdog interrupted
@@ -582,7 +557,7 @@ class QueryEngine:
         interrupted = isinstance(exc, duckdb.InterruptException)
         if reason == MEMORY and (interrupted or "INTERRUPT" in str(exc).upper()):
             observe.RESOURCE_REFUSALS.labels("memory").inc()
-            ceiling = self._watchdog.memory_ceiling >> 20
+            ceiling = self._execution.watchdog.memory_ceiling >> 20
             return ResourceExhausted(
                 f"query interrupted to protect the server's memory: its resident memory "
                 f"passed {ceiling:,} MiB (max_server_memory_bytes; by default "
@@ -600,21 +575,21 @@ class QueryEngine:
     @property
     def active_queries(self) -> int:
         """Queries whose result stream is still open (running, streaming or parked)."""
-        with self._open_lock:
-            return self._open
+        return self._execution.active
 
     @property
     def running_queries(self) -> int:
         """Queries whose DuckDB work is still going (what the watchdog watches)."""
-        return self._watchdog.active
+        return self._execution.watchdog.active
 
     @property
     def queued_queries(self) -> int:
         """Queries waiting for a slot now."""
-        return self._slots.waiting
+        return self._execution.slots.waiting
 
     def close(self) -> None:
-        self._watchdog.close()
+        self._cache.close()
+        self._execution.close()
         self._con.close()
         self._tmp.cleanup()
 
@@ -689,64 +664,13 @@ class QueryEngine:
 
 
 VERSION_VIEWS = 64
-
-
-@dataclass(frozen=True)
-class _Reads:
-    """What a statement reads: its datasets, and for its output columns that select a
-    column by name (``ts``, ``t.ts``, ``ts AS t2``) that column's name; ``star`` when it
-    selects ``*`` (every column keeps its name)."""
-
-    datasets: set[str] = field(default_factory=set)
-    sources: dict[str, str] = field(default_factory=dict)
-    star: bool = False
-
-
-def _output_sources(node: dict[str, Any]) -> tuple[dict[str, str], bool]:
-    """``_Reads.sources`` and ``.star`` from the top SELECT node of a parse tree; a set
-    operation (UNION, ...) or anything else has none."""
-    if node.get("type") != "SELECT_NODE":
-        return {}, False
-    sources: dict[str, str] = {}
-    star = False
-    for item in node.get("select_list", []):
-        if item.get("class") == "STAR":
-            star = True
-        elif item.get("class") == "COLUMN_REF" and item.get("column_names"):
-            column = str(item["column_names"][-1])
-            sources[str(item.get("alias") or column)] = column
-    return sources, star
+LOAD_BATCH_ROWS = 1 << 20  # rows per Arrow batch of a cached dataset
 
 
 def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:
     """Interrupt the query running on ``cursor``, if any (a closed cursor is fine)."""
     with contextlib.suppress(duckdb.Error):
         cursor.interrupt()
-
-
-def _check_params(names: set[str], params: QueryParams | None) -> None:
-    """Raise QueryError naming the placeholders of a statement that ``params`` leave unset."""
-    if not names:
-        return
-    wanted = sorted(names, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
-    bound = 0 if params is None else len(params)
-    if isinstance(params, Mapping):
-        missing = [n for n in wanted if n not in params]
-    else:
-        missing = [n for n in wanted if not n.isdigit() or int(n) > bound]
-    if not missing:
-        return
-    listed = ", ".join("$" + n for n in wanted)
-    plural = "s" if len(wanted) != 1 else ""
-    if bound == 0:
-        raise QueryError(
-            f"the statement has {len(wanted)} parameter{plural} ({listed}) but none were bound"
-        )
-    raise QueryError(
-        f"the statement has {len(wanted)} parameter{plural} ({listed}) but {bound} "
-        f"{'was' if bound == 1 else 'were'} bound: {', '.join('$' + n for n in missing)} "
-        f"{'is' if len(missing) == 1 else 'are'} missing"
-    )
 
 
 # The objects DuckDB names in its I/O errors: local paths and URLs of the lake's Parquet.

@@ -111,7 +111,7 @@ class Roapi:
     def __init__(self, binary: Path, table_uri: str, workdir: Path) -> None:
         self.flight_port = free_port()
         self.http_port = free_port()
-        self.postgres_port = free_port()  # ROAPI also serves Postgres; 5432 may be taken
+        self.postgres_port = free_port()  # it binds one too (5432 by default: maybe taken)
         self.log_path = workdir / "roapi.log"
         self.cmd = [
             str(binary),
@@ -121,7 +121,7 @@ class Roapi:
             f"127.0.0.1:{self.flight_port}",
             "-a",
             f"127.0.0.1:{self.http_port}",
-            "--addr-postgres",
+            "-p",
             f"127.0.0.1:{self.postgres_port}",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -234,10 +234,28 @@ def measure(rows: int, runs: int, roapi: str | None = None) -> list[PeerRow]:
                     ("roapi", "http"): _http_reader(peer.http_url, False),
                 }
                 try:
-                    return [_measure_query(q, readers, runs) for q in QUERIES]
+                    rows = [_measure_query(q, readers, runs) for q in QUERIES]
                 finally:
                     fl_close()
                     ro_close()
+                CACHE_HITS.update(_cache_counts(server.http_url))
+                return rows
+
+
+#: flightlake's hot-dataset cache over the run (its /metrics): row-plan queries answered
+#: from the cached Arrow copy ("hit") or not ("miss"); reported apart from the ratios
+CACHE_HITS: dict[str, int] = {}
+
+
+def _cache_counts(http_url: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    counts = {"hit": 0, "miss": 0}
+    for line in text.splitlines():
+        if line.startswith("flightlake_cache_row_queries_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = int(float(line.rsplit(" ", 1)[1]))
+    return counts
 
 
 def _measure_query(
@@ -285,6 +303,15 @@ def markdown(rows: list[PeerRow]) -> str:
         lines.append(
             f"| {r.label} ({r.rows:,} rows) | {r.flightlake_s * 1000:.1f} ms | "
             f"{r.roapi_s * 1000:.1f} ms | {r.ratio:.2f}x | {verdict} |"
+        )
+    if CACHE_HITS:
+        lines.append("")
+        lines.append(
+            f"flightlake's hot-dataset cache in this run (warm-ups included): "
+            f"{CACHE_HITS.get('hit', 0)} plain `SELECT ... FROM workers [WHERE ...]` queries "
+            f"gathered their rows from the cached Arrow copy, {CACHE_HITS.get('miss', 0)} read "
+            "Parquet (dataset not yet cached); every other query reads Parquet. No cache keyed "
+            "on SQL text exists: each timed run has its own SQL text."
         )
     return "\n".join(lines)
 
