@@ -42,18 +42,16 @@ def cores_note() -> str:
     return (
         "**Cores (section 4).** Scaling is capped by CPU, not by the GIL: one client's "
         "`SELECT *` already keeps more than one of the 2 cores busy (section 4's cores-busy "
-        "column: the server's DuckDB scan overlaps the client's decoding of the stream), so 8 "
+        "column: the server's work overlaps the client's decoding of the stream), so 8 "
         "clients can reach at most 2 / (cores busy with one client) times one client's "
         'throughput, and less when other processes share the machine (the "others" '
-        "figure). Where the server's CPU goes: `py-spy record --native --idle -r 200` on a "
-        "one-process `serve` during `SELECT *` loops put 94% of the busy samples in DuckDB "
-        "(Parquet decoding and `ArrowVarcharData::Append`, the VARCHAR-to-Arrow copy), under "
-        "1% in Python (the per-batch `Counted` / `Handoff` work: 8 batches per 500k rows) and "
-        "the rest in gRPC and Arrow; in-process DuckDB alone spends ~130 ms CPU per query "
-        "with 1 or 2 threads alike (the file has 2 row groups). `--workers N` removes the GIL "
-        "from the picture but adds the Flight proxy's copy (~14 ms CPU per 61 MB query in the "
-        "supervisor) and cannot add cores. What would move the ratio is less CPU per query: "
-        "a hot-dataset Arrow cache (no Parquet decoding) or a cheaper client."
+        "figure). The CPU column says where a query's CPU goes: with the hot-dataset cache "
+        "the server spends 30-40 ms and the client 50-70 ms per 61 MB result; before it, "
+        "`py-spy record --native --idle -r 200` on the server put 94% of its busy samples in "
+        "DuckDB's Parquet decoding and VARCHAR-to-Arrow copy (~130 ms per query) and under 1% "
+        "in Python. `--workers N` takes the GIL out of the picture but adds the Flight "
+        "proxy's copy (~15 ms of supervisor CPU per 61 MB result) and cannot add cores. "
+        'docs/BASELINE.md, "Cores (issue 14)", has the measured runs.'
     )
 
 
