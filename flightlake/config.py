@@ -250,7 +250,8 @@ SETTINGS: tuple[Setting, ...] = (
         "query_threads",
         int,
         0,
-        "DuckDB worker threads; 0 means one per core.",
+        "DuckDB threads per server process; 0 means one per core, or cores / workers "
+        "(at least 1) in each of --workers N processes.",
         min=0,
         max=1024,
     ),
@@ -385,8 +386,9 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         int,
         1,
-        "Server processes sharing the Flight and HTTP ports (SO_REUSEPORT) over one lake; "
-        "each sees the others' commits within freshness_seconds.",
+        "Server processes behind the same Flight port (the serving process hands each "
+        "connection to the next worker) and HTTP port (SO_REUSEPORT), over one lake; each "
+        "sees the others' commits within freshness_seconds.",
         min=1,
         max=256,
     ),

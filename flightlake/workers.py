@@ -8,13 +8,18 @@ processes (``multiprocessing`` spawn), each building its own Lake.
   incoming connections over them.
 - Flight: gRPC would do the same, but Arrow Flight's server turns ``SO_REUSEPORT`` off
   (``GRPC_ARG_ALLOW_REUSEPORT = 0`` in Arrow's grpc_server.cc, so that leftover test servers
-  cannot steal requests; checked here: a second worker fails with "Address already in use").
+  cannot steal requests; checked here with pyarrow 26: a second FlightServerBase on the same
+  port fails with "Address already in use", and pyarrow's FlightServerBase takes no gRPC
+  arguments: C++'s ``FlightServerOptions::builder_hook`` is not exposed).
   So each worker serves Flight on a private loopback port, and the supervisor listens on the
   public Flight port and hands each accepted connection to the next worker in turn, forwarding
   bytes with ``splice(2)`` through a pipe (the kernel moves them; Python only loops once per
   MiB). TLS passes through untouched: the workers terminate it.
 
 A connection stays with one worker for its life.
+
+Each worker's DuckDB gets ``cores // N`` threads (at least 1) unless ``query_threads`` is set:
+N pools of one thread per core each would put N threads on every core (worker_settings).
 
 The workers share nothing but the lake: a commit made by one is seen by the others' queries
 that start at least ``freshness_seconds`` later (DESIGN.md, "Table format"), exactly as with
@@ -67,6 +72,26 @@ def check_workers(settings: Settings) -> None:
         raise InvalidInput("--workers needs a fixed --flight-port (not 0): the workers share it")
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, so a cpuset or ``taskset``
+    counts; ``os.cpu_count()`` where affinity is unknown), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_settings(settings: Settings, cores: int | None = None) -> Settings:
+    """The settings each worker runs with: Flight on a private port (0: the supervisor
+    proxies the public one), and, unless ``query_threads`` is set, DuckDB threads shared
+    out: ``max(1, cores // workers)`` each, so N workers' DuckDB pools together match the
+    ``cores`` (default :func:`available_cores`) instead of oversubscribing them N times."""
+    threads = settings.query_threads
+    if threads <= 0:
+        threads = max(1, (cores or available_cores()) // settings.workers)
+    return settings.replace(flight_port=0, query_threads=threads)
+
+
 def _worker_main(settings: Settings, verbose: bool, index: int, ports: Any) -> None:
     """A worker process: serve until told to stop; a start-up error is one line, exit 1.
     Its private Flight port is reported on ``ports`` as ``(index, port)``."""
@@ -95,7 +120,7 @@ class Supervisor:
         self._stopping = threading.Event()
         self._ports = self._ctx.Queue()
         # Workers serve Flight on private loopback ports; the public port is ours (proxy).
-        self._worker_settings = settings.replace(flight_port=0)
+        self._worker_settings = worker_settings(settings)
         self._proxy = FlightProxy(settings.host, settings.flight_port)
 
     def _start(self, index: int) -> None:
@@ -107,7 +132,12 @@ class Supervisor:
         )
         proc.start()
         self._procs[index] = (proc, time.monotonic())
-        log.info("worker %d started (pid %d)", index, proc.pid)
+        log.info(
+            "worker %d started (pid %d, DuckDB threads %d)",
+            index,
+            proc.pid,
+            self._worker_settings.query_threads,
+        )
 
     def stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         """Ask every worker to stop (SIGTERM); :meth:`run` then waits for them."""

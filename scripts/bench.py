@@ -10,7 +10,10 @@ storage), and measures
 1. ingest: `flightlake ingest` (CLI) vs pyarrow open_csv → ParquetWriter; Arrow do_put
 2. memory: peak server RSS while ingesting 500k and 5M rows
 3. query: Flight do_get vs in-process DuckDB on the same Parquet objects
-4. concurrency: 1/2/4/8 client processes, throughput and small-query latency (+ plot)
+4. concurrency and cores: 1/2/4/8 client processes against `serve` and `serve --workers N`,
+   throughput, CPU per query and small-query latency (+ plot)
+peer: ROAPI against flightlake, the same table through the same ADBC driver and over HTTP JSON
+   (scripts/bench_peer.py; ROAPI is pip-installed into .bench/roapi-venv the first time)
 5. batch size: do_get throughput per FLIGHTLAKE_BATCH_ROWS
 6. HTTP JSON and ADBC against Flight, when scripts/bench_http.py / bench_adbc.py exist
 7. soak: Arrow and CSV writers with readers for a fixed time (scripts/bench_soak.py)
@@ -34,8 +37,10 @@ from collections.abc import Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from flightlake.workers import available_cores
 from scripts import bench_soak
 from scripts.bench_analysis import add_analysis
+from scripts.bench_cores import ConcurrencyResult, measure_concurrency, report_concurrency
 from scripts.bench_env import (
     BENCH_DIR,
     ROOT,
@@ -51,13 +56,10 @@ from scripts.bench_env import (
 )
 from scripts.bench_ingest import CsvRuns, measure_csv, measure_put, report_ingest
 from scripts.bench_query import (
-    ConcurrencyResult,
     QueryResult,
     measure_batch_sizes,
-    measure_concurrency,
     measure_queries,
     report_batches,
-    report_concurrency,
     report_queries,
 )
 from scripts.bench_report import (
@@ -70,7 +72,7 @@ from scripts.bench_report import (
     plot_concurrency,
 )
 
-SECTIONS = ("ingest", "query", "concurrency", "batch", "http", "adbc", "soak", "delta")
+SECTIONS = ("ingest", "query", "concurrency", "peer", "batch", "http", "adbc", "soak", "delta")
 BATCH_SIZES = (8_192, 16_384, 65_536, 262_144, 1_048_576)
 CONCURRENCY = (1, 2, 4, 8)
 HTTP_JSON_TARGET = 20.0
@@ -98,6 +100,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "memory is measured with ingest",
     )
     parser.add_argument("--storage", default="local,s3", help="storages: local,s3")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=max(2, available_cores()),
+        help="N of the `serve --workers N` server the concurrency section measures next to "
+        "one process (default: this machine's cores, at least 2; 1 measures one process only)",
+    )
     parser.add_argument(
         "--soak-seconds", type=float, help="length of the soak (default 60; 30 with --quick)"
     )
@@ -152,7 +161,6 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     csvs = {n: workers_csv(n, regenerate=args.regenerate) for n in sizes}
     workdir = BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     plot = args.out.parent / "baseline-concurrency.png"
-    large_s, small_s = (2.0, 1.5) if args.quick else (3.0, 2.0)
     small_runs, large_runs = (9, 3) if args.quick else (21, max(7, args.repeats))
 
     csv_runs: dict[tuple[str, int], CsvRuns] = {}
@@ -187,28 +195,25 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
                     queries[kind] = measure_queries(query_servers[kind], small_runs, large_runs)
                 report_queries(report, queries, small_runs, large_runs)
             if "concurrency" in args.only:
-                mark(report, "4. concurrency")
-                conc: dict[str, list[ConcurrencyResult]] = {}
-                for kind in kinds:
-                    conc[kind] = measure_concurrency(
-                        query_servers[kind], CONCURRENCY, args.repeats, large_s, small_s
-                    )
-                limits = {
-                    k: next(r for r in rs if not r.query.small and r.rows == 500_000)
-                    for k, rs in queries.items()
+                mark(report, f"4. concurrency and cores (workers 1 and {args.workers})")
+                conc = run_concurrency(report, args, st, kinds, query_servers, queries, workdir)
+                conc_series = {
+                    f"{kind}, workers={w}": rs for kind, by in conc.items() for w, rs in by.items()
                 }
-                report_concurrency(report, conc, limits, args.repeats, large_s, small_s)
                 plot_concurrency(
                     plot,
                     {
-                        k: ([r.clients for r in rs], [r.bytes_per_s / 1e6 for r in rs])
-                        for k, rs in conc.items()
+                        label: ([r.clients for r in rs], [r.bytes_per_s / 1e6 for r in rs])
+                        for label, rs in conc_series.items()
                     },
-                    {k: limits[k].nbytes / limits[k].limit / 1e6 for k in conc},
+                    {f"{k}, workers=1": mb_per_s(queries[k][-1]) for k in conc},
                 )
                 plotted = True
             optional_sections(report, args, st, kinds, csv_runs)
             servers.close()
+            if "peer" in args.only:
+                mark(report, "peer. ROAPI")
+                run_peer(report, 500_000, 5 if args.quick else 7)
             if "batch" in args.only:
                 kind = "local" if "local" in kinds else kinds[0]
                 mark(report, f"5. batch size ({kind})")
@@ -236,6 +241,79 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     rel_plot = os.path.relpath(plot, args.out.parent) if plotted else None
     report.write(args.out, rel_plot)
     return report
+
+
+def mb_per_s(result: QueryResult) -> float:
+    """In-process DuckDB's MB/s for a query of section 3."""
+    return result.nbytes / result.limit / 1e6
+
+
+def run_concurrency(
+    report: Report,
+    args: argparse.Namespace,
+    st: dict[str, Store],
+    kinds: Sequence[str],
+    query_servers: dict[str, Server],
+    queries: dict[str, list[QueryResult]],
+    workdir: Path,
+) -> dict[str, dict[int, list[ConcurrencyResult]]]:
+    """Section 4 on each storage: the one-process query server and, for ``--workers N``
+    above 1, a `serve --workers N` over the same lake, taking turns per level."""
+    large_s, small_s = (2.0, 1.5) if args.quick else (3.0, 2.0)
+    conc: dict[str, dict[int, list[ConcurrencyResult]]] = {}
+    for kind in kinds:
+        with contextlib.ExitStack() as stack:
+            servers = {1: query_servers[kind]}
+            if args.workers > 1:
+                servers[args.workers] = stack.enter_context(
+                    Server(
+                        st[kind].child("query"),
+                        workdir,
+                        f"query-{kind}-workers{args.workers}",
+                        workers=str(args.workers),
+                    )
+                )
+            conc[kind] = measure_concurrency(servers, CONCURRENCY, args.repeats, large_s, small_s)
+    limits = {
+        k: next(r for r in rs if not r.query.small and r.rows == 500_000)
+        for k, rs in queries.items()
+    }
+    report_concurrency(report, conc, limits, available_cores(), args.repeats, large_s, small_s)
+    return conc
+
+
+def run_peer(report: Report, rows: int, runs: int) -> None:
+    """The peer section: scripts/bench_peer.py's seven lines (flightlake against ROAPI)."""
+    from scripts import bench_peer
+
+    sec = report.section(
+        "Peer: ROAPI",
+        f"From `scripts/bench_peer.py` (`measure({rows}, {runs})`): ROAPI "
+        f"{bench_peer.ROAPI_VERSION} (PyPI `roapi`, in a venv of its own under .bench/) and "
+        "a `flightlake serve` on local disk serve the same table; both are queried through "
+        "the same stock ADBC Flight SQL driver (`execute` + `fetch_arrow_table`, a new cursor "
+        "per query) and over HTTP JSON, interleaved, after one unrecorded warm-up, every run "
+        f"with SQL text of its own. Median of {runs}. Ratio = flightlake / ROAPI; "
+        "target (issue 14): ≤ 1.0x on every line.",
+    )
+    try:
+        rows_ = bench_peer.measure(rows, runs)
+    except Exception as exc:  # ROAPI could not be installed or started: say so, keep the run
+        log(f"peer: {exc!r}")
+        report.pending.append(
+            f"peer section: scripts/bench_peer.py failed in this run ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); no numbers for it."
+        )
+        return
+    sec.blocks.append(bench_peer.markdown(rows_))
+    for r in rows_:
+        report.check(
+            "peer",
+            f"{r.label} ({r.rows:,} rows), flightlake / ROAPI",
+            fmt_ratio(r.ratio),
+            "≤ 1.0x",
+            round(r.ratio, 2) <= 1.0,
+        )
 
 
 def optional_sections(

@@ -143,12 +143,15 @@ class Roapi:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"roapi exited; see {self.log_path}")
+                return True  # exited: said below, at once
             body = _post(f"{self.http_url}/api/sql", b"SELECT 1", "text/plain")
             return bool(body)
 
         try:
             wait_until(ready, timeout=120, interval=0.1, what="roapi")
+            if proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-8:]
+                raise RuntimeError(f"roapi exited ({proc.returncode}): " + " | ".join(tail))
         except BaseException:
             self.__exit__()
             raise

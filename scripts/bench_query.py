@@ -1,4 +1,5 @@
-"""Sections 3, 4 and 5: Flight do_get against in-process DuckDB, concurrency, batch size.
+"""Sections 3 and 5: Flight do_get against in-process DuckDB, and batch size (section 4,
+concurrency and cores, is scripts/bench_cores.py).
 
 The limit is DuckDB in this process, configured the way flightlake's query engine is (httpfs
 loaded offline from the pinned package for S3, a temporary S3 secret, one view over the
@@ -8,10 +9,7 @@ dataset's Parquet objects, taken from the server's own manifest), returning Arro
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import queue as queue_mod
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +19,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from flightlake.query import httpfs_extension_path
-from scripts.bench_env import PeakRss, Server, Store, log, median, percentile, timed
+from scripts.bench_env import PeakRss, Server, Store, log, median, timed
 from scripts.bench_report import (
     Report,
     fmt_mb,
@@ -206,160 +204,6 @@ def report_queries(
                 ],
                 rows,
             )
-        )
-
-
-# -- 4. concurrency ------------------------------------------------------------------------
-def _client_process(
-    location: str, phases: list[tuple[str, str, float]], barrier: Any, out: Any
-) -> None:
-    """One client process: for each phase, wait for all clients, then loop until the
-    phase's duration has passed; report (phase, start, end, rows, bytes, latencies)."""
-    client = flight.FlightClient(location)
-    for sql in dict.fromkeys(sql for _, sql, _ in phases):
-        flight_get(client, sql)  # connect and warm
-    for label, sql, duration in phases:
-        barrier.wait()
-        start = time.monotonic()
-        deadline = start + duration
-        rows = nbytes = 0
-        latencies = []
-        while True:
-            t0 = time.perf_counter()
-            table = flight_get(client, sql)
-            latencies.append(time.perf_counter() - t0)
-            rows += table.num_rows
-            nbytes += table.nbytes
-            del table
-            if time.monotonic() >= deadline:
-                break
-        out.put((label, start, time.monotonic(), rows, nbytes, latencies))
-    client.close()
-
-
-@dataclass
-class ConcurrencyResult:
-    clients: int
-    rows_per_s: float
-    bytes_per_s: float
-    p50: float
-    p99: float
-    small_requests: int
-
-
-def measure_concurrency(
-    server: Server, levels: Sequence[int], runs: int, large_s: float, small_s: float
-) -> list[ConcurrencyResult]:
-    ctx = mp.get_context("spawn")
-    results = []
-    for n in levels:
-        phases = []
-        for i in range(runs):
-            phases += [(f"large-{i}", LARGE_SQL, large_s), (f"small-{i}", SMALL_SQL, small_s)]
-        barrier = ctx.Barrier(n)
-        out = ctx.Queue()
-        procs = [
-            ctx.Process(
-                target=_client_process, args=(server.location, phases, barrier, out), daemon=True
-            )
-            for _ in range(n)
-        ]
-        for p in procs:
-            p.start()
-        got: dict[str, list[tuple[float, float, int, int, list[float]]]] = {}
-        try:
-            for _ in range(n * len(phases)):
-                label, start, end, rows, nbytes, lat = out.get(timeout=600)
-                got.setdefault(label, []).append((start, end, rows, nbytes, lat))
-        except queue_mod.Empty as exc:
-            raise RuntimeError(f"concurrency clients ({n}) stopped answering") from exc
-        finally:
-            for p in procs:
-                p.join(timeout=30)
-                if p.is_alive():
-                    p.kill()
-        rates, byte_rates, p50s, p99s, counts = [], [], [], [], []
-        for i in range(runs):
-            large = got[f"large-{i}"]
-            wall = max(e for _, e, *_ in large) - min(s for s, *_ in large)
-            rates.append(sum(r[2] for r in large) / wall)
-            byte_rates.append(sum(r[3] for r in large) / wall)
-            lat = [x for r in got[f"small-{i}"] for x in r[4]]
-            p50s.append(percentile(lat, 50))
-            p99s.append(percentile(lat, 99))
-            counts.append(len(lat))
-        result = ConcurrencyResult(
-            n, median(rates), median(byte_rates), median(p50s), median(p99s), int(median(counts))
-        )
-        log(
-            f"  {n} clients: {result.bytes_per_s / 1e6:.0f} MB/s aggregate, small p50 "
-            f"{result.p50 * 1000:.1f} ms p99 {result.p99 * 1000:.1f} ms"
-        )
-        results.append(result)
-    return results
-
-
-def report_concurrency(
-    report: Report,
-    results: dict[str, list[ConcurrencyResult]],
-    limits: dict[str, QueryResult],
-    runs: int,
-    large_s: float,
-    small_s: float,
-) -> None:
-    sec = report.section(
-        "4. Concurrency",
-        "N client processes (pyarrow.flight, one connection each, released together by a "
-        f"barrier). Large: each client repeats `{LARGE_SQL}` for {large_s:.0f} s; aggregate "
-        "throughput = all rows (bytes) received / wall time from the first start to the last "
-        f"finish. Small: each client repeats `{SMALL_SQL}` for {small_s:.0f} s; latency "
-        f"percentiles over every request of every client. Median of {runs} runs per level. "
-        "Ratios: aggregate throughput against one in-process DuckDB stream of the same query "
-        "(section 3), and small-query p50 against the in-process time. On 2 cores, with the "
-        "clients, the server and (for S3) SeaweedFS on the same machine, the machine is "
-        "saturated from 2 clients on; what to look for is that throughput holds and latency "
-        "grows no faster than the queue.",
-    )
-    for kind, rs in results.items():
-        limit = limits[kind]
-        rows = []
-        for r in rs:
-            rows.append(
-                [
-                    r.clients,
-                    f"{r.rows_per_s / 1e6:.2f} M rows/s",
-                    f"{r.bytes_per_s / 1e6:.0f} MB/s",
-                    fmt_ratio(r.bytes_per_s / (limit.nbytes / limit.limit)),
-                    fmt_ms(r.p50),
-                    fmt_ms(r.p99),
-                    r.small_requests,
-                ]
-            )
-        sec.blocks.append(
-            f"**{kind}** (in-process DuckDB, one stream: "
-            f"{fmt_mbs(limit.nbytes, limit.limit)} for the large query)"
-        )
-        sec.blocks.append(
-            md_table(
-                [
-                    "clients",
-                    "large: aggregate rows/s",
-                    "aggregate MB/s",
-                    "vs in-process",
-                    "small p50 ms",
-                    "small p99 ms",
-                    "small requests",
-                ],
-                rows,
-            )
-        )
-        one, top = rs[0], rs[-1]
-        report.check(
-            "4. concurrency",
-            f"aggregate throughput, {top.clients} vs 1 client, {kind}",
-            fmt_ratio(top.bytes_per_s / one.bytes_per_s),
-            "(scaling; info)",
-            None,
         )
 
 

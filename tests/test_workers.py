@@ -8,8 +8,12 @@ non-zero exit, and SIGTERM stops every worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +23,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
+from flightlake.config import Settings
+from flightlake.workers import available_cores, worker_settings
 from tests.helpers import free_port, wait_until
 from tests.subprocess_server import FLIGHTLAKE, env_without_flightlake, flightlake_serve
 
@@ -111,3 +117,60 @@ def test_workers_setting_checked(tmp_path: Path, value: str) -> None:
     assert result.returncode != 0
     assert "workers" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_worker_settings_share_the_cores_between_the_duckdb_pools() -> None:
+    base = Settings()
+    assert base.query_threads == 0  # the default: DuckDB takes one thread per core
+    assert worker_settings(base.replace(workers=2), cores=2).query_threads == 1
+    assert worker_settings(base.replace(workers=2), cores=8).query_threads == 4
+    assert worker_settings(base.replace(workers=3), cores=8).query_threads == 2
+    assert worker_settings(base.replace(workers=4), cores=2).query_threads == 1  # never 0
+    # an explicit setting wins; the worker's Flight port is its own (the proxy has the public)
+    chosen = worker_settings(base.replace(workers=2, query_threads=3, flight_port=8815), cores=2)
+    assert (chosen.query_threads, chosen.flight_port) == (3, 0)
+    assert 1 <= available_cores() <= (os.cpu_count() or 1)
+
+
+def _lines_until(proc: subprocess.Popen[str], wanted: int, needle: str) -> list[str]:
+    """Lines of ``proc``'s output containing ``needle``, until ``wanted`` of them (30 s).
+    A thread reads the pipe (a select on the fd would miss lines already buffered)."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        with contextlib.suppress(ValueError, OSError):  # the pipe closes when the test ends
+            for line in stdout:
+                lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    found: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(found) < wanted and time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if needle in line:
+            found.append(line)
+    return found
+
+
+@pytest.mark.parametrize("query_threads", [None, 3])
+def test_each_worker_starts_with_its_share_of_duckdb_threads(
+    tmp_path: Path, query_threads: int | None
+) -> None:
+    extra = {} if query_threads is None else {"FLIGHTLAKE_QUERY_THREADS": str(query_threads)}
+    expected = query_threads or max(1, available_cores() // 2)
+    with flightlake_serve(
+        "--storage",
+        str(tmp_path / "lake"),
+        "--workers",
+        "2",
+        env=env_without_flightlake(extra),
+        cwd=tmp_path,
+    ) as served:
+        lines = _lines_until(served.proc, 2, "DuckDB threads")
+    assert len(lines) == 2, lines
+    assert all(f"DuckDB threads {expected})" in line for line in lines), lines
