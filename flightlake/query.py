@@ -14,6 +14,7 @@ stored schemas (flightlake.fidelity).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import json
 import logging
@@ -322,7 +323,8 @@ class QueryEngine:
             # time travel resolves versions (and times like now() - INTERVAL 1 HOUR) anew on
             # every request: never cached
             to_run, reads = self._audit(sql)
-            return self._time_travel(to_run), reads
+            # the rewritten text reads version views; a row plan would read the AT clause
+            return self._time_travel(to_run), dataclasses.replace(reads, rows=None)
         generation = self.generation
         with self._ddl:
             cached = self._audited.get(sql)

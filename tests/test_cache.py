@@ -84,6 +84,9 @@ QUERIES = [
     ("SELECT * FROM t WHERE rowid < 5", "error"),  # views have no rowid: neither has the cache
     ("SELECT * FROM t WHERE __flightlake_row < 5", "error"),  # nor the position columns
     ("SELECT * FROM t WHERE file_row_number < 5", "error"),
+    # time travel inside: the text runs over a version view, never as a row plan
+    ("SELECT * FROM t WHERE id IN (SELECT id FROM t AT (VERSION => 0))", "unordered"),
+    ("SELECT * FROM t AT (VERSION => 1) WHERE small = 3", None),
     # other shapes: DuckDB over the cached table
     ("SELECT state, count(*) AS n, avg(small) AS r FROM t GROUP BY state ORDER BY state", None),
     ("SELECT id, state FROM t ORDER BY rate DESC, id LIMIT 10", None),
