@@ -201,8 +201,8 @@ def row_plan(tree: dict[str, Any], dataset: str, columns: Sequence[str]) -> RowP
     no CTE, GROUP BY, HAVING, QUALIFY, DISTINCT, ORDER BY or sample; the table reference is
     the dataset itself without column aliases; every output is ``*`` (no EXCLUDE, REPLACE,
     COLUMNS) or a column named exactly as stored, without an alias, each output name once;
-    LIMIT / OFFSET are kept. A dataset with a column named like a ``POSITION_COLUMNS`` and a
-    WHERE clause that names one never get a plan.
+    LIMIT / OFFSET are kept. A dataset with a column named like a ``POSITION_COLUMNS``, and a
+    WHERE clause that names one or qualifies a column with a schema, never get a plan.
     """
     statements = tree.get("statements")
     if not isinstance(statements, list) or len(statements) != 1:
@@ -270,11 +270,12 @@ def row_plan(tree: dict[str, Any], dataset: str, columns: Sequence[str]) -> RowP
 
 
 def _names_position(expr: Any) -> bool:
-    """Whether any column reference in the expression tree names a ``POSITION_COLUMNS``."""
+    """Whether any column reference in the expression tree names a ``POSITION_COLUMNS``, or
+    names its table with a schema or catalog (``main.t.x``: the plan renames the table)."""
     if isinstance(expr, dict):
         if expr.get("class") == "COLUMN_REF":
             names = expr.get("column_names") or [""]
-            if str(names[-1]).lower() in POSITION_COLUMNS:
+            if str(names[-1]).lower() in POSITION_COLUMNS or len(names) > 2:
                 return True
         return any(_names_position(v) for v in expr.values())
     if isinstance(expr, list):

@@ -84,6 +84,10 @@ QUERIES = [
     ("SELECT * FROM t WHERE rowid < 5", "error"),  # views have no rowid: neither has the cache
     ("SELECT * FROM t WHERE __flightlake_row < 5", "error"),  # nor the position columns
     ("SELECT * FROM t WHERE file_row_number < 5", "error"),
+    # qualified names, as BI tools send them
+    ("SELECT * FROM flightlake.main.t WHERE main.t.small = 3", None),
+    ("SELECT * FROM flightlake.main.t WHERE flightlake.main.t.small = 3", None),
+    ("SELECT t.* FROM main.t WHERE t.small = 4", None),
     # time travel inside: the text runs over a version view, never as a row plan
     ("SELECT * FROM t WHERE id IN (SELECT id FROM t AT (VERSION => 0))", "unordered"),
     ("SELECT * FROM t AT (VERSION => 1) WHERE small = 3", None),
