@@ -201,8 +201,8 @@ def row_plan(tree: dict[str, Any], dataset: str, columns: Sequence[str]) -> RowP
     no CTE, GROUP BY, HAVING, QUALIFY, DISTINCT, ORDER BY or sample; the table reference is
     the dataset itself without column aliases; every output is ``*`` (no EXCLUDE, REPLACE,
     COLUMNS) or a column named exactly as stored, without an alias, each output name once;
-    LIMIT / OFFSET are kept. A dataset with a column named like a ``POSITION_COLUMNS``, and a
-    WHERE clause that names one or qualifies a column with a schema, never get a plan.
+    LIMIT / OFFSET are kept. A dataset with a column named like a ``POSITION_COLUMNS`` never
+    gets a plan, nor does a WHERE clause ``_where_ok`` refuses.
     """
     statements = tree.get("statements")
     if not isinstance(statements, list) or len(statements) != 1:
@@ -225,12 +225,12 @@ def row_plan(tree: dict[str, Any], dataset: str, columns: Sequence[str]) -> RowP
         or str(ref.get("schema_name", "")).lower() not in ("", "main")
     ):
         return None
-    if any(c.lower() in POSITION_COLUMNS for c in columns) or _names_position(
-        node.get("where_clause")
-    ):
-        return None
     qualifiers = {"", str(ref.get("alias") or ref.get("table_name", "")).lower()}
     stored = set(columns)
+    if any(c.lower() in POSITION_COLUMNS for c in columns) or not _where_ok(
+        node.get("where_clause"), qualifiers, stored
+    ):
+        return None
     out: list[str] = []
     for item in node.get("select_list", []):
         if item.get("alias"):
@@ -269,18 +269,27 @@ def row_plan(tree: dict[str, Any], dataset: str, columns: Sequence[str]) -> RowP
     return RowPlan(dataset, rewritten, tuple(out))
 
 
-def _names_position(expr: Any) -> bool:
-    """Whether any column reference in the expression tree names a ``POSITION_COLUMNS``, or
-    names its table with a schema or catalog (``main.t.x``: the plan renames the table)."""
-    if isinstance(expr, dict):
-        if expr.get("class") == "COLUMN_REF":
-            names = expr.get("column_names") or [""]
-            if str(names[-1]).lower() in POSITION_COLUMNS or len(names) > 2:
-                return True
-        return any(_names_position(v) for v in expr.values())
+def _where_ok(expr: Any, qualifiers: set[str], stored: set[str], nested: bool = False) -> bool:
+    """Whether a WHERE clause means the same over the position view as over the dataset:
+    no column reference names a ``POSITION_COLUMNS``, qualifies its table with a schema or
+    catalog (``main.t.x``: the plan renames the table) or is the table's row itself (``t``,
+    a struct of every column: the view has two more); no ``*`` / ``COLUMNS(*)`` outside a
+    subquery (it would expand to the position columns too)."""
     if isinstance(expr, list):
-        return any(_names_position(v) for v in expr)
-    return False
+        return all(_where_ok(v, qualifiers, stored, nested) for v in expr)
+    if not isinstance(expr, dict):
+        return True
+    kind = expr.get("class")
+    if kind == "STAR" and not nested:
+        return False
+    if kind == "COLUMN_REF":
+        names = [str(n) for n in expr.get("column_names") or [""]]
+        if names[-1].lower() in POSITION_COLUMNS or len(names) > 2:
+            return False
+        if len(names) == 1 and names[0].lower() in qualifiers and names[0] not in stored:
+            return False
+    inner = nested or kind == "SUBQUERY"
+    return all(_where_ok(v, qualifiers, stored, inner) for v in expr.values())
 
 
 def check_params(names: set[str], params: QueryParams | None) -> None:

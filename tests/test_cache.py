@@ -88,6 +88,17 @@ QUERIES = [
     ("SELECT * FROM flightlake.main.t WHERE main.t.small = 3", None),
     ("SELECT * FROM flightlake.main.t WHERE flightlake.main.t.small = 3", None),
     ("SELECT t.* FROM main.t WHERE t.small = 4", None),
+    # the table's row as a struct, star expressions: the position view has more columns
+    ("SELECT * FROM t WHERE t IS NOT NULL AND small = 5", None),
+    ("SELECT * FROM t AS x WHERE x::VARCHAR LIKE '%IL%' AND small < 9", None),
+    ("SELECT * FROM t WHERE COLUMNS(*) IS NOT NULL", None),
+    ("SELECT * FROM t x WHERE x::VARCHAR NOT LIKE '%flightlake%' AND small = 2", None),
+    ("SELECT * FROM t WHERE COLUMNS('flightlake') IS NOT NULL", "error"),
+    ("SELECT id FROM t WHERE COLUMNS('^s.*') IS NULL", None),
+    (
+        "SELECT * FROM t x WHERE EXISTS (SELECT * FROM t u WHERE u.id = x.id + 1) AND x.small = 1",
+        "unordered",
+    ),
     # time travel inside: the text runs over a version view, never as a row plan
     ("SELECT * FROM t WHERE id IN (SELECT id FROM t AT (VERSION => 0))", "unordered"),
     ("SELECT * FROM t AT (VERSION => 1) WHERE small = 3", None),
