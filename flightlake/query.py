@@ -506,6 +506,13 @@ class QueryEngine:
                 params,
                 cancelled,
             )
+        except (QueryError, NotFound) as exc:
+            self._cache.unpin(entry)
+            if str(exc).startswith("query cancelled"):
+                raise
+            # the statement's own error (a column that is not there, a value that does not
+            # convert) must read as the statement's, not as the position query's: run it
+            return self._run(sql, reads, batch_rows, params, cancelled)
         except BaseException:
             self._cache.unpin(entry)
             raise
@@ -530,6 +537,9 @@ class QueryEngine:
                 for batch in gather(entry, arrow, where.column(0), where.column(1)):
                     self._execution.check_batch(batch)
                     yield batch if labelled is None else relabel(batch, labelled)
+        except QueryError as exc:  # past the first batch: without the position query's text
+            text = re.split(r"\n+LINE \d+:", str(exc), maxsplit=1)[0]
+            raise QueryError(text) from exc
         finally:
             positions.close()
             self._cache.unpin(entry)
