@@ -18,11 +18,14 @@ objects, one per line (``{"a":1,"b":"x"}``): no space the reader has to skip.
 from __future__ import annotations
 
 import base64
+import collections
+import concurrent.futures
 import contextlib
 import datetime as dt
 import decimal
 import json
 import math
+import os
 import queue
 import threading
 from collections.abc import Generator, Iterator
@@ -77,6 +80,14 @@ def json_values(col: pa.Array) -> pa.Array:
     Dates, times and timestamps become ISO 8601 strings (zoned timestamps in UTC with "Z");
     decimals become JSON numbers with their exact digits; NaN and infinities become null.
     """
+    text, bare = _json_text(col)
+    return _quoted(text) if bare else text
+
+
+def _json_text(col: pa.Array) -> tuple[pa.Array, bool]:
+    """``json_values`` of ``col``, or (for strings and dates with no nulls) the text that
+    only needs its quotes (``True``): ``json_rows`` writes those with the separators rather
+    than copying every value once more to add them."""
     kind = col.type
     if pa.types.is_dictionary(kind):
         col = col.dictionary_decode()
@@ -85,26 +96,29 @@ def json_values(col: pa.Array) -> pa.Array:
         col, kind = col.cast(pa.string()), pa.string()
     if pa.types.is_string(kind):
         if pc.any(pc.match_substring_regex(col, r'["\\\x00-\x1f]')).as_py():
-            return _dumps(col.to_pylist())  # needs escaping: let json do it
-        text = _quoted(col)
+            return _dumps(col.to_pylist()), False  # needs escaping: let json do it
+        text, quote = col, True
     elif pa.types.is_floating(kind):
-        text = pc.if_else(pc.is_finite(col), col, None).cast(pa.string())
+        text, quote = pc.if_else(pc.is_finite(col), col, None).cast(pa.string()), False
     elif (
         pa.types.is_integer(kind)
         or pa.types.is_boolean(kind)
         or pa.types.is_decimal(kind)
         or pa.types.is_null(kind)
     ):
-        text = col.cast(pa.string())
+        text, quote = col.cast(pa.string()), False
     elif pa.types.is_timestamp(kind):
         if kind.tz:
             col = col.cast(pa.timestamp(kind.unit, "UTC"))
-        text = _quoted(pc.replace_substring(col.cast(pa.string()), " ", "T", max_replacements=1))
+        text = pc.replace_substring(col.cast(pa.string()), " ", "T", max_replacements=1)
+        quote = True
     elif pa.types.is_date(kind) or pa.types.is_time(kind):
-        text = _quoted(col.cast(pa.string()))
+        text, quote = col.cast(pa.string()), True
     else:
-        return _dumps(col.to_pylist())
-    return pc.fill_null(text, "null")
+        return _dumps(col.to_pylist()), False
+    if quote and text.null_count == 0:
+        return text, True
+    return pc.fill_null(_quoted(text) if quote else text, "null"), False
 
 
 def json_rows(batch: pa.RecordBatch) -> bytes:
@@ -112,24 +126,56 @@ def json_rows(batch: pa.RecordBatch) -> bytes:
     if batch.num_columns == 0:
         return b",\n{}" * int(batch.num_rows)
     parts: list[Any] = []
+    close = ""  # a quote the previous value still needs
     for i, (name, col) in enumerate(zip(batch.schema.names, batch.columns, strict=True)):
-        parts.append((",\n{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":")
-        parts.append(json_values(col))
-    rows = pc.binary_join_element_wise(*parts, "}", "")
+        text, bare = _json_text(col)
+        key = json.dumps(name, ensure_ascii=False)
+        parts.append(close + (",\n{" if i == 0 else ",") + key + (':"' if bare else ":"))
+        parts.append(text)
+        close = '"' if bare else ""
+    rows = pc.binary_join_element_wise(*parts, close + "}", "")
     offsets = memoryview(rows.buffers()[1]).cast("i")
     start, end = offsets[rows.offset], offsets[rows.offset + len(rows)]
-    text: bytes = rows.buffers()[2][start:end].to_pybytes()
-    return text
+    out: bytes = rows.buffers()[2][start:end].to_pybytes()
+    return out
 
 
 def _json_stream(reader: pa.RecordBatchReader) -> Iterator[bytes]:
+    """The JSON array, a piece per batch; batches are encoded ``AHEAD`` at a time on the
+    shared encoding threads (Arrow's kernels release the GIL), the pieces kept in order."""
     opening = b"["
-    for batch in reader:
-        if batch.num_rows:
-            rows = json_rows(batch)
+    pending: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
+    try:
+        for batch in reader:
+            if batch.num_rows:
+                pending.append(_encoders().submit(json_rows, batch))
+            while pending and (len(pending) >= AHEAD or pending[0].done()):
+                rows = pending.popleft().result()
+                yield opening + rows[1:] if opening else rows
+                opening = b""
+        while pending:
+            rows = pending.popleft().result()
             yield opening + rows[1:] if opening else rows
             opening = b""
+    finally:
+        for future in pending:
+            future.cancel()
     yield opening + b"]\n" if opening else b"\n]\n"
+
+
+_ENCODERS: concurrent.futures.ThreadPoolExecutor | None = None
+_ENCODERS_LOCK = threading.Lock()
+
+
+def _encoders() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that encode JSON batches, one per core, shared by every request."""
+    global _ENCODERS
+    with _ENCODERS_LOCK:
+        if _ENCODERS is None:
+            _ENCODERS = concurrent.futures.ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 1, thread_name_prefix="flightlake-json"
+            )
+        return _ENCODERS
 
 
 class _Sink:

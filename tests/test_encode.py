@@ -3,6 +3,7 @@ errors reach the consumer, closing it ends the query, the JSON is compact."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -61,3 +62,26 @@ def test_closing_early_closes_the_source_and_the_thread() -> None:
     assert threading.active_count() <= before
     # it read no more than AHEAD pieces past the one taken (plus the one in hand)
     assert len(made) <= 1 + AHEAD + 1
+
+
+def test_quotes_written_with_the_separators_keep_every_value_exact() -> None:
+    """Strings and dates without nulls get their quotes from the separators; with nulls, or
+    needing escapes, from the value path: every mix must parse back to the same rows."""
+    table = pa.table(
+        {
+            "s": ["a", "b", "c"],  # first column, bare
+            "n": [1, None, 3],
+            "d": [dt.date(2024, 1, 2), None, dt.date(2024, 1, 4)],  # dates with a null
+            "e": ['say "hi"', "tab\there", "plain"],  # needs escaping
+            "t": [dt.date(2020, 5, 6)] * 3,  # bare date
+            "z": ["x", None, "z"],  # last column, with a null
+            "w": ["end", "of", "row"],  # last column, bare
+        }
+    )
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    body = b"".join(encode_result(reader, "json"))
+    assert json.loads(body) == [
+        {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+        for row in table.to_pylist()
+    ]
+    assert body.startswith(b'[\n{"s":"a","n":1,"d":"2024-01-02","e":"say \\"hi\\""')
