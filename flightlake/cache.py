@@ -99,9 +99,9 @@ def gather(
     yield from part.to_batches()
 
 
-#: ``load(dataset, keys, budget)`` -> the loaded entry, or None when the dataset would
-#: need more than ``budget`` bytes (nothing is kept then)
-Loader = Callable[[str, tuple[str, ...], int], Entry | None]
+#: ``load(dataset, keys, budget)`` -> the loaded entry; None when the dataset would need
+#: more than ``budget`` bytes; or why it cannot be cached at all (nothing is kept then)
+Loader = Callable[[str, tuple[str, ...], int], Entry | str | None]
 
 
 @dataclass
@@ -243,6 +243,12 @@ class DatasetCache:
                     if heat is not None:
                         heat.refused = True
                 log.info("cache: %s is larger than cache_bytes; not cached", dataset)
+                continue
+            if isinstance(entry, str):  # never cacheable at this version: say why, once
+                with self._lock:
+                    if heat is not None:
+                        heat.refused = True
+                log.info("cache: %s is not cached: %s", dataset, entry)
                 continue
             self._admit(entry, time.monotonic() - started)
 

@@ -301,9 +301,10 @@ SETTINGS: tuple[Setting, ...] = (
         "cache_bytes",
         int,
         512 * 1024 * 1024,
-        "Memory for hot datasets: a dataset queried twice at one version is held in memory "
-        "(a DuckDB table and an Arrow table, both counted) and dropped on its next commit, "
-        "least recently used first; at most half of query_memory_limit. 0 turns it off.",
+        "Bytes of memory for hot datasets: a dataset queried twice at one version is held "
+        "as an Arrow table for plain SELECT ... WHERE queries, dropped on its next commit, "
+        "least recently used first; at most a quarter of the memory ceiling "
+        "(max_server_memory_bytes, by default query_memory_limit + 1 GiB). 0 turns it off.",
         min=0,
         max=2**62,
     ),

@@ -201,7 +201,7 @@ class QueryEngine:
         self._cache.moved(name, None)
 
     # -- the dataset cache (flightlake.cache) ----------------------------------------------
-    def _load_cached(self, name: str, keys: tuple[str, ...], budget: int) -> Entry | None:
+    def _load_cached(self, name: str, keys: tuple[str, ...], budget: int) -> Entry | str | None:
         """One version of a dataset as an Arrow table (DuckDB's export of exactly these
         files, so its types are what a query of the view returns), with its position view
         (sandbox.POSITION_COLUMNS); None, having kept nothing, when it would pass ``budget``
@@ -210,6 +210,11 @@ class QueryEngine:
         grow), so loading never holds more than ``budget`` plus one batch.
 
         Takes a query slot while it loads: filling the cache never adds to a full server."""
+        with self._ddl:
+            schema = self._schemas.get(name)
+        taken = sorted({n.lower() for n in schema.names} & _PARQUET_VIRTUAL) if schema else []
+        if taken:  # a stored column would shadow DuckDB's row positions in the position view
+            return f"it has a column named {', '.join(taken)}"
         urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
         source = f"read_parquet([{urls}])"
         with self._ddl:
@@ -677,6 +682,9 @@ class QueryEngine:
 
 VERSION_VIEWS = 64
 LOAD_BATCH_ROWS = 1 << 20  # rows per Arrow batch of a cached dataset
+#: DuckDB's virtual columns of read_parquet that the position view reads; a stored column of
+#: the same name would win over them
+_PARQUET_VIRTUAL = frozenset({"file_index", "file_row_number"})
 
 
 def _interrupt(cursor: duckdb.DuckDBPyConnection) -> None:

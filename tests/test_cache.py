@@ -280,6 +280,30 @@ def test_client_sql_cannot_reach_the_cached_tables(tmp_path, sql: str) -> None:
         lake.close()
 
 
+@pytest.mark.parametrize("column", ["file_row_number", "File_Index"])
+def test_a_column_named_like_a_parquet_virtual_column_is_never_cached(
+    tmp_path, caplog: pytest.LogCaptureFixture, column: str
+) -> None:
+    """The position view reads DuckDB's file_index / file_row_number: a stored column of that
+    name would shadow it (rows answered from the wrong places). Found by a user trial."""
+    caplog.set_level(logging.INFO, logger="flightlake.cache")
+    lake = Lake(make_settings(str(tmp_path), cache_bytes=64 << 20))
+    try:
+        ingest(lake, "v", pa.table({"id": list(range(10)), column: [9 - i for i in range(10)]}))
+        ingest(lake, "w", pa.table({"id": [1], column: [888]}))
+        for _ in range(HOT_AFTER + 2):
+            assert lake.query("SELECT * FROM v WHERE id = 0").read_all().to_pylist() == [
+                {"id": 0, column: 9}
+            ]
+            assert lake.query("SELECT * FROM w").read_all().to_pylist() == [{"id": 1, column: 888}]
+        ingest(lake, "t", table(0, 10))
+        warm(lake, "t")  # the loader has decided v and w by now
+        assert set(lake.engine.cached()) == {"t"}
+        assert caplog.text.count(f"v is not cached: it has a column named {column.lower()}") == 1
+    finally:
+        lake.close()
+
+
 def test_a_column_named_like_a_position_column_is_answered_from_the_column(tmp_path) -> None:
     lake = Lake(make_settings(str(tmp_path), cache_bytes=64 << 20))
     try:
