@@ -16,6 +16,7 @@ from types import FrameType
 
 import pyarrow as pa
 
+from flightlake import memory
 from flightlake.auth import Authenticator, check_exposure
 from flightlake.config import Settings
 from flightlake.errors import InvalidInput, StorageError
@@ -148,6 +149,7 @@ def run(
     that many worker processes (flightlake.workers), each of which calls ``run`` with its
     ``worker`` index."""
     setup_logging(settings.log_level, settings.log_format, verbose)
+    memory.configure(settings)
     exposure = check_exposure(settings)  # refuses before anything is built or bound
     if exposure and worker is None:
         log.warning(exposure)
