@@ -149,7 +149,6 @@ def run(
     that many worker processes (flightlake.workers), each of which calls ``run`` with its
     ``worker`` index."""
     setup_logging(settings.log_level, settings.log_format, verbose)
-    memory.configure(settings)
     exposure = check_exposure(settings)  # refuses before anything is built or bound
     if exposure and worker is None:
         log.warning(exposure)
@@ -165,6 +164,7 @@ def run(
             raise SystemExit(code)
         return
     auth = Authenticator.from_settings(settings)  # one for both ports: sessions work on both
+    memory.configure(settings)  # after the start-up checks: their error is the only line
     lake = Lake(settings)
     for warning in lake.load_warnings:
         log.warning(warning)
