@@ -16,6 +16,7 @@ from types import FrameType
 
 import pyarrow as pa
 
+from flightlake import memory
 from flightlake.auth import Authenticator, check_exposure
 from flightlake.config import Settings
 from flightlake.errors import InvalidInput, StorageError
@@ -163,6 +164,7 @@ def run(
             raise SystemExit(code)
         return
     auth = Authenticator.from_settings(settings)  # one for both ports: sessions work on both
+    memory.configure(settings)  # after the start-up checks: their error is the only line
     lake = Lake(settings)
     for warning in lake.load_warnings:
         log.warning(warning)

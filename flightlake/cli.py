@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+# Arrow's default memory pool is chosen once, when pyarrow loads: jemalloc, unless the
+# environment already names one (why: flightlake.memory). Hence the imports below this line.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+
 import click
 import pyarrow as pa
 import pyarrow.flight as flight

@@ -326,6 +326,16 @@ SETTINGS: tuple[Setting, ...] = (
         max=2**62,
     ),
     Setting(
+        "memory_decay_ms",
+        int,
+        0,
+        "How long Arrow's jemalloc memory pool keeps freed pages before giving them back to "
+        "the OS (milliseconds; 0: at once, so the server's RSS follows what it uses). Longer "
+        "can be a little faster and holds more memory.",
+        min=0,
+        max=3_600_000,
+    ),
+    Setting(
         "min_free_storage_bytes",
         int,
         512 * 1024 * 1024,
@@ -460,6 +470,7 @@ class Settings:
     cache_bytes: int = 512 * 1024 * 1024
     spool_dir: str = ""
     min_free_spool_bytes: int = 512 * 1024 * 1024
+    memory_decay_ms: int = 0
     min_free_storage_bytes: int = 512 * 1024 * 1024
     gc_grace_seconds: float = 3600.0
     gc_interval_seconds: float = 900.0

@@ -6,11 +6,15 @@
 - unclosed_quote: the exact quote state at the end of the file, as pyarrow parses.
 - Background: runs a scan on a thread of its own while an upload is spooled.
 - spool: writes an upload to a local temp file, scanning a CSV's bytes as they come.
+- spool_while: the same, while a consumer on another thread already reads the file
+  (Growth: readers wait for bytes not yet written), so parsing overlaps the upload.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import io
 import mmap
 import os
 import queue
@@ -19,12 +23,15 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from flightlake.admission import check_free_disk
 from flightlake.errors import InvalidInput
+
+T = TypeVar("T")
 
 SPOOL_CHECK_BYTES = 8 << 20  # free disk space is checked whenever this much more is spooled
 
@@ -153,15 +160,101 @@ def unclosed_quote(path: Path) -> int | None:
                 pos = q + 1
 
 
-# spooled files and what their bytes showed while spooling (spool() adds, removes)
+class SpoolCut(Exception):
+    """The upload being spooled failed (cut, cancelled, disk full): readers stop."""
+
+
+class Growth:
+    """How much of a spool file being written is there (spool_while). A reader asks
+    ``wait(end)`` before reading up to ``end``: it returns once the file holds ``end`` bytes
+    or is complete, and raises SpoolCut once the upload failed."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self.written = 0
+        self.done = False
+        self.failed = False
+
+    def grew(self, n: int) -> None:
+        with self._cv:
+            self.written += n
+            self._cv.notify_all()
+
+    def finish(self) -> None:
+        with self._cv:
+            self.done = True
+            self._cv.notify_all()
+
+    def fail(self) -> None:
+        with self._cv:
+            self.failed = True
+            self._cv.notify_all()
+
+    def wait(self, end: int, stopped: Callable[[], bool] = lambda: False) -> int:
+        """Bytes written once the file holds ``end`` bytes or is complete (or the reader
+        is ``stopped()``: checked every 0.1 s). Raises SpoolCut when the upload failed."""
+        with self._cv:
+            while not (self.written >= end or self.done or self.failed or stopped()):
+                self._cv.wait(0.1)
+            if self.failed:
+                raise SpoolCut("the upload ended before its end")
+            return self.written
+
+
+# spooled files and what their bytes showed while spooling (spool() adds, removes), and
+# how far those still being written have got (spool_while)
 _SPOOLED: dict[str, ByteScan] = {}
+_GROWING: dict[str, Growth] = {}
 _SPOOLED_LOCK = threading.Lock()
 
 
 def spooled_scan(path: Path) -> ByteScan | None:
-    """The scan spool() made of the file at ``path`` while writing it, if it did."""
+    """The scan spool() made of the file at ``path`` while writing it, if it did (while
+    the file is still written, by spool_while, the scan is complete once the file is)."""
     with _SPOOLED_LOCK:
         return _SPOOLED.get(str(path))
+
+
+def spooled_growth(path: Path) -> Growth | None:
+    """The Growth of a file spool_while is still writing (None: the file is complete)."""
+    with _SPOOLED_LOCK:
+        return _GROWING.get(str(path))
+
+
+def _write_spool(
+    fh: io.BufferedWriter,
+    path: Path,
+    chunks: Iterable[bytes | memoryview],
+    scan: ByteScan | None,
+    min_free_bytes: int,
+    growth: Growth | None = None,
+) -> int:
+    """Write ``chunks`` to ``fh`` (checking free disk, feeding ``scan``); return the size."""
+    size = 0
+    unchecked = SPOOL_CHECK_BYTES  # check before the first write, then every few MiB
+    with Background(scan.feed if scan else None) as feed:
+        for chunk in chunks:
+            n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
+            unchecked += n
+            if min_free_bytes and unchecked >= SPOOL_CHECK_BYTES:
+                check_free_disk(
+                    str(path.parent),
+                    min_free_bytes + unchecked,
+                    "ingest spool disk",
+                    "min_free_spool_bytes",
+                    floor=min_free_bytes,
+                )
+                unchecked = 0
+            fh.write(chunk)
+            size += n
+            if scan is not None:
+                feed(bytes(chunk))
+            if growth is not None:
+                fh.flush()  # readers of the file see the bytes now
+                growth.grew(n)
+    if scan is not None:
+        scan.finish()
+    return size
 
 
 @contextlib.contextmanager
@@ -180,33 +273,69 @@ def spool(
     """
     fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=suffix, dir=spool_dir or None)
     path = Path(name)
-    size = 0
-    unchecked = SPOOL_CHECK_BYTES  # check before the first write, then every few MiB
     scan = ByteScan() if suffix == ".csv" else None  # while the upload comes in
     try:
-        with os.fdopen(fd, "wb") as fh, Background(scan.feed if scan else None) as feed:
-            for chunk in chunks:
-                n = len(chunk) if isinstance(chunk, bytes) else chunk.nbytes
-                unchecked += n
-                if min_free_bytes and unchecked >= SPOOL_CHECK_BYTES:
-                    check_free_disk(
-                        str(path.parent),
-                        min_free_bytes + unchecked,
-                        "ingest spool disk",
-                        "min_free_spool_bytes",
-                        floor=min_free_bytes,
-                    )
-                    unchecked = 0
-                fh.write(chunk)
-                size += n
-                if scan is not None:
-                    feed(bytes(chunk))
+        with os.fdopen(fd, "wb") as fh:
+            size = _write_spool(fh, path, chunks, scan, min_free_bytes)
         if scan is not None:
-            scan.finish()
             with _SPOOLED_LOCK:
                 _SPOOLED[name] = scan
         yield path, size
     finally:
         with _SPOOLED_LOCK:
             _SPOOLED.pop(name, None)
+        path.unlink(missing_ok=True)
+
+
+def spool_while(
+    chunks: Iterable[bytes | memoryview],
+    consume: Callable[[Path], T],
+    spool_dir: str = "",
+    min_free_bytes: int = 0,
+) -> T:
+    """Spool a CSV upload as ``spool`` does while ``consume(path)`` already reads the file on
+    a thread of its own (with this thread's context variables); return what it returns.
+
+    The consumer's reads of bytes not yet written wait for them (``spooled_growth``), so
+    parsing, encoding and uploading overlap the network receive; everything that needs the
+    whole file (the ByteScan facts) is complete when the consumer reads the end. Errors, in
+    order: the upload's own (the consumer then gets SpoolCut and aborts), the bytes' encoding
+    (ByteScan), the consumer's. The spool file is deleted afterwards."""
+    fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=".csv", dir=spool_dir or None)
+    path = Path(name)
+    scan, growth = ByteScan(), Growth()
+    with _SPOOLED_LOCK:
+        _SPOOLED[name] = scan
+        _GROWING[name] = growth
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            outcome.append(context.run(consume, path))
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="csv-ingest", daemon=True)
+    try:
+        worker.start()
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                _write_spool(fh, path, chunks, scan, min_free_bytes, growth)
+        except BaseException:
+            growth.fail()
+            worker.join()
+            raise
+        growth.finish()
+        worker.join()
+        if scan.error is not None:
+            raise scan.error
+        if failure:
+            raise failure[0]
+        return outcome[0]
+    finally:
+        with _SPOOLED_LOCK:
+            _SPOOLED.pop(name, None)
+            _GROWING.pop(name, None)
         path.unlink(missing_ok=True)

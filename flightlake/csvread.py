@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from flightlake.catalog import NewObjects
-from flightlake.csvbytes import ByteScan, spooled_scan, unclosed_quote
+from flightlake.csvbytes import ByteScan, spooled_growth, spooled_scan, unclosed_quote
 from flightlake.errors import Conflict, InvalidInput
 from flightlake.fidelity import conform, normalize_schema
 
@@ -138,11 +138,15 @@ class _Source(io.RawIOBase):
     - A read never ends with a CR while bytes follow (apache/arrow#51368).
     - With ``scan``, its bytes go through a ByteScan (``bytes``): another encoding is
       refused as soon as it is seen.
+    - A file still being spooled (csvbytes.spool_while) is read as if complete: a read
+      waits until the bytes it asks for (and one more, for the CR rule) are written or the
+      file is complete; it raises SpoolCut when the upload failed.
     """
 
     def __init__(self, path: Path, block: int, scan: bool = True) -> None:
         super().__init__()
         self._fh = path.open("rb")
+        self._growth = spooled_growth(path)
         self._block = block
         self._ahead = max(READ_AHEAD_BYTES, 2 * block)
         self._scan = scan
@@ -178,6 +182,10 @@ class _Source(io.RawIOBase):
             if self._stopped:
                 return 0
         view = memoryview(buffer)
+        if self._growth is not None:
+            self._growth.wait(self.pos + len(view) + 1, lambda: self._stopped)
+            if self._stopped:
+                return 0
         n = self._fh.readinto(view)
         if n > 1 and view[n - 1] == 0x0D and self._fh.read(1):  # a CR with bytes after it
             self._fh.seek(-2, os.SEEK_CUR)  # give back the CR: the next block starts with it
@@ -468,14 +476,19 @@ def ingest_csv(
     name: str,
     target: pa.Schema | None = None,
 ) -> NewObjects:
-    """Read the spooled CSV at ``path`` into the sink ``open_sink(schema)`` makes.
+    """Read the spooled CSV at ``path`` (``size`` bytes; while csvbytes.spool_while still
+    writes it, its size so far is asked of the spool) into the sink ``open_sink(schema)``
+    makes.
 
     ``target`` fixes the types (an append): a value it cannot hold is a Conflict naming the
     column, the value and its line. Without it the types are inferred (module docstring).
     A sink that saw a failed attempt is aborted; only the last attempt's sink is closed."""
     scanned = spooled_scan(path)
+    growth = spooled_growth(path)
     if scanned is not None and scanned.error is not None:
         raise scanned.error
+    if growth is not None:  # still being spooled: wait for a first byte (or the end)
+        size = growth.wait(1)
     schema = target if target is not None else infer_csv_schema(path, size)
     block = BLOCK_BYTES
     limit = (len(ORDER) + 2) * len(schema) + 8
@@ -565,6 +578,8 @@ def _write(
         for batch in _batches(path, schema, block, scan=scanned is None, source_out=sources):
             sink.write(batch if batch.schema == stored else conform(batch, stored))
         facts = scanned if scanned is not None else sources[0].bytes
+        if facts.error is not None:  # seen while spooling, after the parse got this far
+            raise facts.error
         if facts.quotes % 2 or facts.quotes <= EXACT_QUOTES:
             line = unclosed_quote(path) if facts.quotes else None
             if line is not None:

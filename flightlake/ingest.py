@@ -4,14 +4,18 @@ Everything streams: CSV bytes are spooled to a local temp file (never held in me
 read back block by block (flightlake.csvread: the CSV rules, type inference and widening);
 Arrow batches go straight to the writer. ``ParquetSink`` groups batches into row groups of
 bounded size and rolls files, so memory is bounded by a few row groups whatever the input
-size.
+size. It encodes and uploads a row group on a thread of its own while the next one is
+gathered (pyarrow releases the GIL in both), so the CSV parse or the Arrow receive overlaps
+the Parquet encoding: at most two row groups are held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import pyarrow.parquet as pq
 
 from flightlake import csvread
 from flightlake.catalog import DATA_PREFIX, NewObjects
-from flightlake.csvbytes import spool
+from flightlake.csvbytes import spool, spool_while
 from flightlake.csvread import check_columns
 from flightlake.delta import delta_schema, file_stats
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, StorageError
@@ -34,6 +38,7 @@ __all__ = [
     "check_columns",
     "normalize_schema",
     "spool",
+    "spool_while",
     "storage_type",
     "write_arrow",
     "write_csv",
@@ -59,6 +64,8 @@ class ParquetSink:
     (inside the dataset's Delta table folder), noting each file's Delta stats from its footer.
 
     ``abort()`` deletes every object written; ``close()`` returns them as NewObjects.
+    A full row group is written by the sink's writer thread while the caller gathers the
+    next one; a write error is raised by the next ``write`` or by ``close``.
     """
 
     def __init__(self, storage: Storage, name: str, schema: pa.Schema) -> None:
@@ -73,6 +80,8 @@ class ParquetSink:
         self._rows: list[int] = []
         self._sizes: list[int] = []
         self._stats: list[str] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None  # the row group being written
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -86,7 +95,30 @@ class ParquetSink:
         self._group.rows += batch.num_rows
         self._group.nbytes += batch.nbytes
         if self._group.rows >= ROW_GROUP_ROWS or self._group.nbytes >= ROW_GROUP_BYTES:
-            self._flush()
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Wait for the previous row group to be written (raising its error), then have the
+        writer thread write the gathered one."""
+        self._wait()
+        group, self._group = self._group, _Group([])
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet-write")
+        context = contextvars.copy_context()  # the request's log fields, in the writer too
+        self._pending = self._pool.submit(context.run, self._flush, group)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _stop_writer(self) -> None:
+        """Wait for the writer thread (ignoring its error) and end it."""
+        with contextlib.suppress(Exception):
+            self._wait()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     @contextlib.contextmanager
     def _io(self) -> Iterator[None]:
@@ -97,21 +129,21 @@ class ParquetSink:
             self.storage.note_failure(exc)  # clean-up then leaves the objects to gc
             raise StorageError(f"object store error while writing Parquet: {exc}") from exc
 
-    def _flush(self) -> None:
+    def _flush(self, group: _Group) -> None:
         with self._io():
-            self._write_group()
+            self._write_group(group)
 
-    def _write_group(self) -> None:
-        if not self._group.batches:
+    def _write_group(self, group: _Group) -> None:
+        if not group.batches:
             return
-        self.storage.check_free_space(self._group.nbytes)
+        self.storage.check_free_space(group.nbytes)
         if self._writer is None:
             self._open()
         assert self._writer is not None
-        table = pa.Table.from_batches(self._group.batches, self.schema)
+        table = pa.Table.from_batches(group.batches, self.schema)
+        group.batches.clear()
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._file_rows += table.num_rows
-        self._group = _Group([])
         if self._file_rows >= FILE_ROWS:
             self._finish_file()
 
@@ -136,8 +168,11 @@ class ParquetSink:
         self._stream = None
 
     def close(self) -> NewObjects:
+        self._wait()
+        self._stop_writer()
+        group, self._group = self._group, _Group([])
         with self._io():
-            self._write_group()
+            self._write_group(group)
             if self._writer is None and not self._keys:
                 self._open()  # an empty dataset still gets one (empty) object with its schema
             if self._writer is not None:
@@ -152,6 +187,7 @@ class ParquetSink:
 
     def abort(self) -> None:
         """Delete everything written; safe to call more than once and after errors."""
+        self._stop_writer()
         with contextlib.suppress(Exception):
             if self._writer is not None:
                 self._writer.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from flightlake import __version__
+from flightlake import __version__, memory
 from flightlake import compact as compaction
 from flightlake.catalog import (
     DATA_PREFIX,
@@ -31,7 +31,7 @@ from flightlake.catalog import (
 from flightlake.config import Settings
 from flightlake.errors import Conflict, FlightlakeError, InvalidInput, NotFound, Unavailable
 from flightlake.fidelity import as_stored
-from flightlake.ingest import spool, write_arrow, write_csv
+from flightlake.ingest import spool_while, write_arrow, write_csv
 from flightlake.migrate import migrate_v01
 from flightlake.query import QueryEngine
 from flightlake.sandbox import QueryParams
@@ -225,7 +225,10 @@ class Lake:
         finally:
             with self._active_lock:
                 self._in_slots -= 1
+                idle = not self._in_slots
             self._slots.release()
+            if idle:  # the last ingest ended: its buffers go back to the OS (flightlake.memory)
+                memory.release()
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:
@@ -287,11 +290,15 @@ class Lake:
             if replayed is not None:
                 return replayed
             head = self._precheck(name, mode)
-            with spool(chunks, self.settings.spool_dir, self.settings.min_free_spool_bytes) as (
-                path,
-                size,
-            ):
-                return self._ingest_spooled_csv(name, mode, head, path, size, key)
+            target = head.schema if head is not None and mode == "append" else None
+            # parsed, encoded and uploaded while the bytes still arrive (spool_while)
+            new = spool_while(
+                chunks,
+                lambda path: write_csv(self.storage, name, path, 0, target=target),
+                self.settings.spool_dir,
+                self.settings.min_free_spool_bytes,
+            )
+            return self._commit(name, mode, new, key)
 
     def ingest_csv_file(
         self,

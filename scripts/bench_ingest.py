@@ -6,12 +6,19 @@ file), and samples the server's RSS every 20 ms while `flightlake ingest` (the C
 subprocess) sends the file. The limit is the same file read in-process with
 `pyarrow.csv.open_csv` and written with `pyarrow.parquet.ParquetWriter` (zstd, as flightlake
 writes) to the same storage through pyarrow's own filesystem.
+
+Run alone (the ingest and memory sections only, any sizes):
+
+    python -m scripts.bench_ingest --rows 500000,2000000,5000000 --storage s3,local
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +34,12 @@ from scripts.bench_env import (
     Store,
     cli_ingest,
     log,
+    machine_facts,
     median,
+    remove_tree,
+    stores,
     timed,
+    workers_csv,
 )
 from scripts.bench_report import (
     Report,
@@ -43,9 +54,14 @@ from scripts.gen_workers import write_workers_csv
 
 CSV_BLOCK_BYTES = 8 << 20  # what flightlake's ingest uses
 PUT_BATCH_ROWS = 65_536
-INGEST_TARGET = 0.8
+INGEST_TARGET = 1.0  # issue 14: CSV at >= 2M rows and Arrow do_put, against the limit
+INGEST_TARGET_ROWS = 2_000_000  # smaller files are shown, not judged: the CLI's start-up
 MEMORY_GROWTH_TARGET = 1.2
 MEMORY_CAP_BYTES = 400e6
+MEMORY_CAP_ROWS = 2_000_000  # the size the 400 MB cap is judged at (issue 14)
+#: the CSV sizes of the ingest and memory sections: full run, and --quick
+INGEST_SIZES = (500_000, 2_000_000, 5_000_000)
+QUICK_INGEST_SIZES = (500_000,)
 
 
 @dataclass
@@ -190,7 +206,9 @@ def report_ingest(
         "of CSV. The server's own do_put time (from the call's arrival, so it includes waiting "
         "for the client's first batch, then upload, spool, parse, write and commit) comes "
         "from its request log; the rest is the CLI process start-up before the call. Ratio = "
-        "limit time / flightlake time; target ≥ 0.8x.",
+        f"limit time / flightlake time; target ≥ {INGEST_TARGET}x from {INGEST_TARGET_ROWS:,} "
+        "rows (a smaller file is shown, not judged: the CLI's fixed start-up, about 0.2 s, "
+        "is a large share of it).",
     )
     rows = []
     for (kind, nrows), r in csv_runs.items():
@@ -209,13 +227,14 @@ def report_ingest(
                 fmt_ratio(r.ratio),
             ]
         )
-        report.check(
-            "1. ingest",
-            f"CLI CSV ingest, {kind}, {nrows:,} rows",
-            fmt_ratio(r.ratio),
-            f"≥ {INGEST_TARGET}x",
-            round(r.ratio, 2) >= INGEST_TARGET,
-        )
+        if nrows >= INGEST_TARGET_ROWS:
+            report.check(
+                "1. ingest",
+                f"CLI CSV ingest, {kind}, {nrows:,} rows",
+                fmt_ratio(r.ratio),
+                f"≥ {INGEST_TARGET}x",
+                round(r.ratio, 2) >= INGEST_TARGET,
+            )
     sec.blocks.append(
         md_table(
             [
@@ -274,8 +293,10 @@ def report_ingest(
         "Peak RSS of the `flightlake serve` process (and any children), sampled every 20 ms "
         "with psutil while `flightlake ingest` sends the file; each run on a fresh server "
         "warmed by one 1,000-row ingest. Idle = RSS of that warmed server just before the "
-        "ingest. Targets: the 5M-row peak within 1.2x of the 500k-row peak, and under "
-        "400 MB.",
+        "ingest. Targets (issue 14): the largest file's peak within "
+        f"{MEMORY_GROWTH_TARGET}x of the 500k-row peak, and the {MEMORY_CAP_ROWS:,}-row "
+        f"peak under {MEMORY_CAP_BYTES / 1e6:.0f} MB (the largest file's when "
+        f"{MEMORY_CAP_ROWS:,} rows was not measured).",
     )
     mem_rows = []
     for (kind, nrows), r in csv_runs.items():
@@ -318,12 +339,16 @@ def report_ingest(
             f"≤ {MEMORY_GROWTH_TARGET}x",
             round(growth, 2) <= MEMORY_GROWTH_TARGET,
         )
+    for kind in dict.fromkeys(k for k, _ in csv_runs):
+        sizes = sorted(n for k, n in csv_runs if k == kind)
+        capped = MEMORY_CAP_ROWS if MEMORY_CAP_ROWS in sizes else sizes[-1]
+        peak = median(csv_runs[(kind, capped)].peaks)
         report.check(
             "2. memory",
-            f"peak RSS {sizes[-1]:,} rows, {kind}",
-            fmt_mb(median(big.peaks)),
-            "< 400 MB",
-            median(big.peaks) < MEMORY_CAP_BYTES,
+            f"peak RSS {capped:,} rows, {kind}",
+            fmt_mb(peak),
+            f"< {MEMORY_CAP_BYTES / 1e6:.0f} MB",
+            peak < MEMORY_CAP_BYTES,
         )
     core = [
         f"{kind}: {fmt_s(median(r.seconds))}, peak RSS {fmt_mb(median(r.peaks))}"
@@ -337,3 +362,48 @@ def report_ingest(
             + f" (median of {len(next(iter(csv_runs.values())).seconds)} "
             f"runs, measured by `{command}`)."
         )
+
+
+# -- alone ---------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ingest and memory sections alone, for any sizes; prints the report's tables."""
+    from scripts.bench_report import Report
+
+    parser = argparse.ArgumentParser(prog="python -m scripts.bench_ingest", description=__doc__)
+    parser.add_argument("--rows", default=",".join(map(str, INGEST_SIZES)))
+    parser.add_argument("--storage", default="local,s3", help="storages: local,s3")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per size (>= 3)")
+    parser.add_argument("--no-put", action="store_true", help="skip the Arrow do_put runs")
+    args = parser.parse_args(argv)
+    sizes = [int(n) for n in args.rows.split(",") if n.strip()]
+    kinds = [k.strip() for k in args.storage.split(",") if k.strip()]
+    repeats = max(3, args.repeats)
+    command = "python -m scripts.bench_ingest " + " ".join(argv or [])
+    report = Report(machine_facts(), command, quick=False)
+    workdir = BENCH_DIR / f"run-ingest-{time.strftime('%Y%m%d-%H%M%S')}"
+    csvs = {n: workers_csv(n) for n in sorted({*sizes, 500_000})}
+    runs: dict[tuple[str, int], CsvRuns] = {}
+    puts: dict[str, dict[str, float]] = {}
+    try:
+        with stores(workdir, with_s3="s3" in kinds) as st:
+            for kind in (k for k in kinds if k in st):
+                log(f"{kind}: load average {os.getloadavg()[0]:.2f}")
+                for n in sizes:
+                    runs[(kind, n)] = measure_csv(st[kind], workdir, csvs[n], n, repeats)
+                if not args.no_put:
+                    with Server(st[kind].child("put"), workdir, f"put-{kind}") as server:
+                        puts[kind] = measure_put(server, st[kind], csvs[500_000], repeats)
+    finally:
+        remove_tree(workdir)
+    report_ingest(report, runs, puts, command)
+    for sec in report.sections:
+        print(f"## {sec.title}\n")
+        for block in sec.blocks:
+            print(block, "\n")
+    print(report.console_summary())
+    load = os.getloadavg()
+    print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
