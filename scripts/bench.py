@@ -54,7 +54,14 @@ from scripts.bench_env import (
     stores,
     workers_csv,
 )
-from scripts.bench_ingest import CsvRuns, measure_csv, measure_put, report_ingest
+from scripts.bench_ingest import (
+    INGEST_SIZES,
+    QUICK_INGEST_SIZES,
+    CsvRuns,
+    measure_csv,
+    measure_put,
+    report_ingest,
+)
 from scripts.bench_query import (
     QueryResult,
     measure_batch_sizes,
@@ -157,7 +164,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Report:
     started = time.monotonic()
     command = command_line(argv)
     report = Report(machine_facts(), command, args.quick)
-    sizes = [500_000] if args.quick else [500_000, 5_000_000]
+    sizes = list(QUICK_INGEST_SIZES if args.quick else INGEST_SIZES)
     csvs = {n: workers_csv(n, regenerate=args.regenerate) for n in sizes}
     workdir = BENCH_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     plot = args.out.parent / "baseline-concurrency.png"
