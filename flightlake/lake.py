@@ -219,16 +219,17 @@ class Lake:
             )
         with self._active_lock:
             self._in_slots += 1
+            if self._in_slots == 1:  # the first ingest: its decay (flightlake.memory)
+                memory.ingest_started()
         try:
             with self.writing(name):
                 yield
         finally:
             with self._active_lock:
                 self._in_slots -= 1
-                idle = not self._in_slots
+                if not self._in_slots:  # the last ingest ended: its buffers go back to the OS
+                    memory.release()
             self._slots.release()
-            if idle:  # the last ingest ended: its buffers go back to the OS (flightlake.memory)
-                memory.release()
 
     @contextlib.contextmanager
     def writing(self, name: str) -> Iterator[None]:
