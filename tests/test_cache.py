@@ -87,7 +87,7 @@ QUERIES = [
     # the statement's own errors read the same, never naming the cache's position view
     ("SELECT * FROM t WHERE nope = 1", "error"),
     ("SELECT id FROM t x WHERE x.nope = 1 LIMIT 3", "error"),
-    ("SELECT * FROM t WHERE state::INTEGER > 0", "error"),
+    ("SELECT * FROM t WHERE id = 3 AND state::INTEGER > 0", "error"),
     ("SELECT * FROM t WHERE small = 'many'", "error"),
     # qualified names, as BI tools send them
     ("SELECT * FROM flightlake.main.t WHERE main.t.small = 3", None),
