@@ -4,7 +4,7 @@ JSON follows what a JSON user expects of SQL values, with Arrow kernels doing th
 (a 500k-row result encodes in about a second, never as one giant string). Rows are compact
 objects, one per line (``{"a":1,"b":"x"}``): no space the reader has to skip.
 
-    integers, floats         numbers; NaN and +/-infinity become null
+    integers, floats         numbers (a whole float keeps its ".0"); NaN and +/-infinity null
     decimals                 numbers with their exact digits (12.30, not 12.3 or "12.30")
     booleans, null           true / false, null
     dates, times             ISO 8601 strings: "2024-01-31", "13:45:00.000000"
@@ -99,7 +99,10 @@ def _json_text(col: pa.Array) -> tuple[pa.Array, bool]:
             return _dumps(col.to_pylist()), False  # needs escaping: let json do it
         text, quote = col, True
     elif pa.types.is_floating(kind):
-        text, quote = pc.if_else(pc.is_finite(col), col, None).cast(pa.string()), False
+        text = pc.if_else(pc.is_finite(col), col, None).cast(pa.string())
+        # Arrow writes 45.0 as "45": keep it a float for JSON readers that tell them apart
+        whole = pc.match_substring_regex(text, r"^-?[0-9]+$")
+        text, quote = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text), False
     elif (
         pa.types.is_integer(kind)
         or pa.types.is_boolean(kind)

@@ -85,3 +85,20 @@ def test_quotes_written_with_the_separators_keep_every_value_exact() -> None:
         for row in table.to_pylist()
     ]
     assert body.startswith(b'[\n{"s":"a","n":1,"d":"2024-01-02","e":"say \\"hi\\""')
+
+
+def test_floats_stay_floats_and_integers_integers() -> None:
+    table = pa.table(
+        {
+            "f": pa.array([45.0, -0.0, 1.5, 1e20, float("nan"), None], pa.float64()),
+            "h": pa.array([2.0, 3.25, 0.0, -7.0, float("inf"), 1.0], pa.float32()),
+            "i": pa.array([45, 0, 1, 2, 3, None], pa.int64()),
+        }
+    )
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    rows = json.loads(b"".join(encode_result(reader, "json")))
+    assert [type(r["f"]) for r in rows[:4]] == [float] * 4
+    assert [r["f"] for r in rows] == [45.0, -0.0, 1.5, 1e20, None, None]
+    assert [r["h"] for r in rows] == [2.0, 3.25, 0.0, -7.0, None, 1.0]
+    assert all(type(r["h"]) is float for r in rows if r["h"] is not None)
+    assert [type(r["i"]) for r in rows[:5]] == [int] * 5
