@@ -9,7 +9,6 @@ taken with py-spy against a `flightlake serve` started by the same helpers as th
 
 from __future__ import annotations
 
-from flightlake import csvread
 from scripts.bench_env import median
 from scripts.bench_ingest import CsvRuns
 from scripts.bench_report import Report, fmt_s
@@ -130,18 +129,13 @@ def memory_note(csv_runs: dict[tuple[str, int], CsvRuns]) -> str:
     parts = ", ".join(f"{kind} {v / 1e6:.0f} MB" for kind, v in idles.items())
     return (
         "**Memory (section 2).** The server's RSS before the big ingest (after one tiny "
-        f"warm-up ingest) is already {parts}: DuckDB, pyarrow, the HTTP shim and, for S3, the "
-        "AWS SDK, boto3 and DuckDB's httpfs. The Arrow memory an ingest actually holds is "
-        "small (in-process, `pa.total_allocated_bytes()` stays under ~40 MB while parsing "
-        "with 1 MiB blocks, plus a 256k-row group of ~32 MB and the Parquet writer's copy of "
-        "it); RSS is much larger because freed memory stays with the allocators: mimalloc "
-        "(Arrow's default pool) keeps freed pages, glibc keeps the gRPC and Python buffers, "
-        "and every pyarrow CSV reader (type inference opens two over the whole spool, "
-        f"{csvread.SAMPLE_BYTES >> 20} MiB blocks) starts a background read-ahead of up to "
-        "32 blocks (arrow/csv/reader.cc) that is filled even when only the first block is "
-        "used. One A/B at commit 4ecfe81, same harness: with `MIMALLOC_PURGE_DELAY=0` in "
-        "the server's environment (mimalloc returns freed pages at once) the peaks went from "
-        "345 / 394 MB (500k / 5M) to 281 / 341 MB on local storage and from 433 / 481 MB to "
-        "342 / 410 MB on S3, where pyarrow's S3 multipart upload buffers come on top of the "
-        "higher idle RSS."
+        f"warm-up ingest) is already {parts}. Most of an idle server's RSS is library code "
+        "mapped from disk (from /proc/PID/smaps on S3: delta-rs 63 MB, DuckDB 51 MB, the Arrow "
+        "libraries 84 MB, DuckDB's httpfs 15 MB), plus the boto3 client (39 MB); none of it "
+        "grows with use. An ingest's own working set is the peak minus the idle figure: two "
+        "Parquet row groups (the one being encoded and the one being gathered), pyarrow's "
+        "CSV read-ahead, the upload chunks in flight and, on S3, the multipart upload "
+        "buffers. Arrow's pool is jemalloc returning freed pages at once while ingests run "
+        "(`memory_decay_ms` 0; flightlake/memory.py), so the RSS returns to idle after "
+        'each ingest. docs/BASELINE.md, "Ingest and memory (issue 14)", has the profile.'
     )
