@@ -235,17 +235,14 @@ class DatasetCache:
                     if heat is not None:
                         heat.queries = 0
                 continue
-            if entry is None:
+            if entry is None or isinstance(entry, str):  # not at this version: say so once
                 with self._lock:
                     if heat is not None:
                         heat.refused = True
-                log.info("cache: %s is larger than cache_bytes; not cached", dataset)
-                continue
-            if isinstance(entry, str):  # never cacheable at this version: say why, once
-                with self._lock:
-                    if heat is not None:
-                        heat.refused = True
-                log.info("cache: %s is not cached: %s", dataset, entry)
+                if entry is None:
+                    log.info("cache: %s is larger than cache_bytes; not cached", dataset)
+                else:
+                    log.info("cache: %s is not cached: %s", dataset, entry)
                 continue
             self._admit(entry, time.monotonic() - started)
 

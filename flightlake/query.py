@@ -173,8 +173,8 @@ class QueryEngine:
         with self._ddl:
             if name in self._views and self._keys.get(name) == tuple(keys):
                 return  # already there (a view rebuilt after a store failure, say)
-        urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
-        sql = f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM read_parquet([{urls}])"
+        files = self._file_list(keys)
+        sql = f"CREATE OR REPLACE VIEW {quote_ident(name)} AS SELECT * FROM read_parquet({files})"
         with self._ddl:
             try:
                 self._con.execute(sql)
@@ -190,6 +190,10 @@ class QueryEngine:
             self._keys[name] = tuple(keys)
             self.generation += 1
         self._cache.moved(name, tuple(keys))
+
+    def _file_list(self, keys: tuple[str, ...] | list[str]) -> str:
+        """The SQL list literal of these objects' URLs: ``['s3://b/data/t/x.parquet', ...]``."""
+        return "[" + ", ".join(_quote_literal(self.storage.url(k)) for k in keys) + "]"
 
     def drop_view(self, name: str) -> None:
         with self._ddl:
@@ -215,8 +219,8 @@ class QueryEngine:
         taken = sorted({n.lower() for n in schema.names} & _PARQUET_VIRTUAL) if schema else []
         if taken:  # a stored column would shadow DuckDB's row positions in the position view
             return f"it has a column named {', '.join(taken)}"
-        urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
-        source = f"read_parquet([{urls}])"
+        files = self._file_list(keys)
+        source = f"read_parquet({files})"
         with self._ddl:
             self._cache_serial += 1
             view = f"{CACHE_CATALOG}.main.positions_{self._cache_serial}"
@@ -225,7 +229,7 @@ class QueryEngine:
         cursor = self._cursor()
         try:
             size = cursor.execute(
-                f"SELECT sum(total_uncompressed_size) FROM parquet_metadata([{urls}])"
+                f"SELECT sum(total_uncompressed_size) FROM parquet_metadata({files})"
             ).fetchone()
             if size and size[0] is not None and int(size[0]) > budget:
                 return None
@@ -664,12 +668,12 @@ class QueryEngine:
             if view in self._version_views:
                 self._version_views.move_to_end(view)
                 return view
-        urls = ", ".join(_quote_literal(self.storage.url(k)) for k in keys)
+        files = self._file_list(keys)
         with self._ddl:
             try:
                 self._con.execute(
                     f"CREATE OR REPLACE VIEW {quote_ident(view)} AS "
-                    f"SELECT * FROM read_parquet([{urls}])"
+                    f"SELECT * FROM read_parquet({files})"
                 )
             except duckdb.Error as exc:
                 raise StorageError(f"cannot read version {version} of {table}: {exc}") from exc

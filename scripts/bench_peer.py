@@ -259,12 +259,7 @@ def _warm_up(readers: dict[tuple[str, str], Callable[[str], int]], http_url: str
 
 
 def _cache_bytes(http_url: str) -> float:
-    with urllib.request.urlopen(f"{http_url}/metrics", timeout=30) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith("flightlake_cache_bytes "):
-            return float(line.split()[1])
-    return 0.0
+    return sum(_metric(http_url, "flightlake_cache_bytes").values())
 
 
 #: flightlake's hot-dataset cache over the run (its /metrics): row-plan queries answered
@@ -273,14 +268,23 @@ CACHE_HITS: dict[str, int] = {}
 
 
 def _cache_counts(http_url: str) -> dict[str, int]:
+    counts = {"hit": 0, "miss": 0}
+    for labels, value in _metric(http_url, "flightlake_cache_row_queries_total").items():
+        counts[labels.split('outcome="', 1)[1].split('"', 1)[0]] = int(value)
+    return counts
+
+
+def _metric(http_url: str, name: str) -> dict[str, float]:
+    """The samples of metric ``name`` in flightlake's /metrics: ``{labels text: value}``
+    (labels text "" for an unlabelled metric)."""
     with urllib.request.urlopen(f"{http_url}/metrics", timeout=30) as response:
         text = response.read().decode()
-    counts = {"hit": 0, "miss": 0}
+    samples: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("flightlake_cache_row_queries_total{"):
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            counts[outcome] = int(float(line.rsplit(" ", 1)[1]))
-    return counts
+        sample, _, value = line.rpartition(" ")
+        if sample == name or sample.startswith(name + "{"):
+            samples[sample[len(name) :]] = float(value)
+    return samples
 
 
 def _measure_query(
