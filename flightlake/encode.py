@@ -144,26 +144,28 @@ def json_rows(batch: pa.RecordBatch) -> bytes:
 
 
 def _json_stream(reader: pa.RecordBatchReader) -> Iterator[bytes]:
-    """The JSON array, a piece per batch; batches are encoded ``AHEAD`` at a time on the
-    shared encoding threads (Arrow's kernels release the GIL), the pieces kept in order."""
     opening = b"["
+    for rows in _json_batches(reader):
+        yield opening + rows[1:] if opening else rows
+        opening = b""
+    yield opening + b"]\n" if opening else b"\n]\n"
+
+
+def _json_batches(reader: pa.RecordBatchReader) -> Iterator[bytes]:
+    """``json_rows`` of each non-empty batch, in order, encoded ``AHEAD`` at a time on the
+    shared encoding threads (Arrow's kernels release the GIL)."""
     pending: collections.deque[concurrent.futures.Future[bytes]] = collections.deque()
     try:
         for batch in reader:
             if batch.num_rows:
                 pending.append(_encoders().submit(json_rows, batch))
             while pending and (len(pending) >= AHEAD or pending[0].done()):
-                rows = pending.popleft().result()
-                yield opening + rows[1:] if opening else rows
-                opening = b""
+                yield pending.popleft().result()
         while pending:
-            rows = pending.popleft().result()
-            yield opening + rows[1:] if opening else rows
-            opening = b""
+            yield pending.popleft().result()
     finally:
         for future in pending:
             future.cancel()
-    yield opening + b"]\n" if opening else b"\n]\n"
 
 
 _ENCODERS: concurrent.futures.ThreadPoolExecutor | None = None
