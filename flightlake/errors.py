@@ -3,6 +3,7 @@
     FlightlakeError
     ├── InvalidInput        bad names, malformed commands, unparseable CSV, bad SQL
     │   └── QueryError      SQL that DuckDB rejects or that the sandbox refuses
+    │       └── QueryCancelled  interrupted: past query_timeout, or its client went away
     ├── NotFound            unknown dataset
     ├── Conflict            schema conflict, dataset exists in mode=create, lost commit race
     ├── TooLarge            an upload past the configured cap
@@ -33,6 +34,11 @@ class InvalidInput(FlightlakeError):
 
 class QueryError(InvalidInput):
     """The SQL failed to parse, bind or run, or was refused by the sandbox."""
+
+
+class QueryCancelled(QueryError):
+    """The query was interrupted (query_timeout, or its client went away): not the SQL's
+    fault, and never worth running again."""
 
 
 class NotFound(FlightlakeError):

@@ -34,7 +34,14 @@ from flightlake import atclause, observe, sandbox, sqlcompat
 from flightlake.admission import CLIENT_GONE, MEMORY, TIMEOUT
 from flightlake.cache import DatasetCache, Entry, cache_budget, gather
 from flightlake.config import Settings
-from flightlake.errors import NotFound, QueryError, ResourceExhausted, StorageError, Unavailable
+from flightlake.errors import (
+    NotFound,
+    QueryCancelled,
+    QueryError,
+    ResourceExhausted,
+    StorageError,
+    Unavailable,
+)
 from flightlake.execution import Execution
 from flightlake.fidelity import relabel, restore_labels, stored_labels
 from flightlake.sandbox import CATALOG, QueryParams, Reads, check_params
@@ -515,10 +522,11 @@ class QueryEngine:
                 params,
                 cancelled,
             )
-        except (QueryError, NotFound) as exc:
+        except QueryCancelled:
             self._cache.unpin(entry)
-            if str(exc).startswith("query cancelled"):
-                raise
+            raise
+        except (QueryError, NotFound):
+            self._cache.unpin(entry)
             # the statement's own error (a column that is not there, a value that does not
             # convert) must read as the statement's, not as the position query's: run it
             return self._run(sql, reads, batch_rows, params, cancelled)
@@ -706,10 +714,12 @@ def _translate(exc: BaseException, reason: str = "", timeout: float = 0.0) -> Ex
     text = _OBJECT_PATHS.sub("<server path>", str(exc))
     if isinstance(exc, duckdb.InterruptException) or "INTERRUPT" in text.upper():
         if reason == TIMEOUT:
-            return QueryError(f"query cancelled: it ran longer than query_timeout ({timeout:g} s)")
+            return QueryCancelled(
+                f"query cancelled: it ran longer than query_timeout ({timeout:g} s)"
+            )
         if reason == CLIENT_GONE:
-            return QueryError("query cancelled: the client went away")
-        return QueryError("query cancelled")
+            return QueryCancelled("query cancelled: the client went away")
+        return QueryCancelled("query cancelled")
     if isinstance(exc, duckdb.IOException) and ("HTTP" in text or "connect" in text.lower()):
         return Unavailable(f"object store unreachable while querying: {text}")
     if isinstance(exc, duckdb.CatalogException) and "does not exist" in text:
