@@ -72,8 +72,7 @@ from flightlake.openapi import OPENAPI
 log = logging.getLogger("flightlake.http")
 
 SQL_BODY_CAP = 1 << 20  # a /v1/sql request body larger than this is refused (413)
-DRAIN_LIMIT = 4 << 20  # a refused upload up to this size is read to its end, not reset
-DRAIN_SECONDS = 5.0  # ...if its rest arrives within this time
+DRAIN_SECONDS = 5.0  # the rest of a refused upload is read and dropped this long (_drain)
 RESULT_TYPES = {  # Accept media type -> result format
     **dict.fromkeys(("application/json", "application/*", "*/*"), "json"),
     **dict.fromkeys((ARROW_STREAM,), "arrow"),
@@ -115,43 +114,38 @@ async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
 
 async def error_headers(request: Request, exc: FlightlakeError) -> dict[str, str]:
     """The headers an error answer carries: Retry-After (Unavailable), WWW-Authenticate
-    (Unauthenticated), and ``Connection: close`` when the unread rest of a refused upload
-    (``request.state.upload`` set) is too large to drain. Shared with the web console."""
+    (Unauthenticated), and ``Connection: close`` for a refused upload (``request.state.upload``
+    set) that is too large (413) or whose rest was not read (see ``_drain``). Shared with the
+    web console."""
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
     upload = getattr(request.state, "upload", False)
-    if upload and isinstance(exc, TooLarge):
+    if upload and (not await _drain(request) or isinstance(exc, TooLarge)):
         headers["Connection"] = "close"  # the connection is not reused after a refusal
-        if not request.headers.get("content-length"):
-            # A chunked body stopped at the cap: read and drop the rest for a while, so the
-            # client (curl) reads the 413 instead of a connection reset. A Content-Length
-            # past the cap was refused before any body was sent (curl waits on Expect).
-            await _drain(request, None)
-    elif upload and not await _drain(request, DRAIN_LIMIT):
-        headers["Connection"] = "close"  # the rest of a large refused upload is not read
     return headers
 
 
-async def _drain(request: Request, limit: int | None) -> bool:
-    """Read and drop the unread rest of a refused upload, so the answer is not lost to a TCP
-    reset (closing a socket with unread data resets it). ``limit``: the most bytes read (the
-    declared Content-Length must fit it); None reads a body of any length, for at most
-    DRAIN_SECONDS. False when the rest is too large or does not arrive in time."""
-    declared = request.headers.get("content-length", "")
-    if limit is not None and (not declared.isdigit() or int(declared) > limit):
-        return False
+async def _drain(request: Request) -> bool:
+    """Read and drop the unread rest of a refused upload for at most DRAIN_SECONDS, so the
+    answer is not lost to a TCP reset: closing a socket with unread data resets it, and a
+    client that sends its whole body before reading (a browser's form or XMLHttpRequest,
+    Python's urllib) then reports the reset, not the answer. nginx's "lingering close" exists
+    for the same reason. Not read: the body of a client that waits on ``Expect:
+    100-continue`` (RFC 9110, 10.1.1) and has not been asked for it, since reading asks for it
+    (curl does this above 1 MiB). True when the body was read to its end."""
     if getattr(request, "_stream_consumed", True):
         return True
-    seen = 0
+    asked = getattr(request.state, "body_requested", False)
+    if not asked and "100-continue" in request.headers.get("expect", "").lower():
+        return False
     with anyio.move_on_after(DRAIN_SECONDS):
-        while limit is None or seen <= limit:
+        while True:
             message = await request.receive()
             if message["type"] != "http.request":
                 return False
-            seen += len(message.get("body", b""))
             if not message.get("more_body", False):
                 return True
     return False

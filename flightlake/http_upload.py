@@ -70,6 +70,7 @@ class Upload:
 
     def __init__(self, request: Request, cap: int, idle_seconds: float = 0.0) -> None:
         self._body = request.stream()
+        self._state = request.state  # body_requested: the body was asked for (see _pull)
         self._cap = cap
         self._idle = idle_seconds
         self._received = 0
@@ -143,6 +144,9 @@ class Upload:
 
     async def _pull(self) -> None:
         """Read one body chunk and feed it on; at the end check the file arrived whole."""
+        self._state.body_requested = (
+            True  # a client waiting on Expect: 100-continue is told to send
+        )
         try:
             if self._idle > 0:
                 with anyio.fail_after(self._idle):
