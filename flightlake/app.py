@@ -148,7 +148,7 @@ def run(
     """Serve until SIGINT / SIGTERM. With ``settings.workers > 1`` this process supervises
     that many worker processes (flightlake.workers), each of which calls ``run`` with its
     ``worker`` index."""
-    setup_logging(settings.log_level, settings.log_format, verbose)
+    setup_logging(settings.log_level, settings.log_format, verbose, worker)
     exposure = check_exposure(settings)  # refuses before anything is built or bound
     if exposure and worker is None:
         log.warning(exposure)

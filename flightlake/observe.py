@@ -203,10 +203,16 @@ def render() -> bytes:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds the current request id to every record."""
+    """Adds the current request id to every record, and ``worker``: this process's index
+    under ``serve --workers N`` (None in a single-process server or the supervisor)."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = REQUEST_ID.get()
+        record.worker = self.worker
         return True
 
 
@@ -233,6 +239,9 @@ class JsonFormatter(FullTracebacks):
             "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
+        worker = getattr(record, "worker", None)
+        if worker is not None:
+            doc["worker"] = worker
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             doc.update({k: v for k, v in fields.items() if k not in doc})
@@ -241,16 +250,21 @@ class JsonFormatter(FullTracebacks):
         return json.dumps(doc, default=str)
 
 
-def setup_logging(level: str, fmt: str = "text", verbose: bool = False) -> None:
-    """Configure the root logger: ``text`` (human) or ``json`` lines, with request ids."""
+def setup_logging(
+    level: str, fmt: str = "text", verbose: bool = False, worker: int | None = None
+) -> None:
+    """Configure the root logger: ``text`` (human) or ``json`` lines, with request ids.
+    ``worker``: the index of a ``serve --workers N`` worker process, written into each of its
+    lines (``worker=1`` before the request id; ``"worker": 1`` in JSON)."""
     handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RequestIdFilter(worker))
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
         formatter.converter = time.gmtime
     else:
+        tag = "" if worker is None else "worker=%(worker)d "
         formatter = FullTracebacks(
-            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+            f"%(asctime)s %(levelname)s %(name)s {tag}[%(request_id)s] %(message)s"
         )
     handler.setFormatter(formatter)
     root = logging.getLogger()

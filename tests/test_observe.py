@@ -109,6 +109,25 @@ def test_setup_logging_json_format(capsys) -> None:
         logging.getLogger().handlers.clear()
 
 
+@pytest.mark.parametrize("worker", [None, 0, 3])
+def test_a_workers_lines_name_the_worker(capsys, worker: int | None) -> None:
+    """Under serve --workers N every worker logs to the same stderr: each line says which."""
+    for fmt in ("text", "json"):
+        setup_logging("INFO", fmt, worker=worker)
+        try:
+            logging.getLogger("flightlake.test").info("hello")
+            line = capsys.readouterr().err.strip().splitlines()[-1]
+        finally:
+            logging.getLogger().handlers.clear()
+        if fmt == "json":
+            assert json.loads(line).get("worker") == worker
+        elif worker is None:
+            assert " INFO flightlake.test [-] hello" in line
+            assert "worker" not in line
+        else:
+            assert f" INFO flightlake.test worker={worker} [-] hello" in line
+
+
 def test_do_get_log_line_has_request_id_and_plain_sql(tmp_path: Path, caplog) -> None:
     """Regression: do_get lines were logged from the stream's thread without the request id,
     and their sql field was JSON-encoded twice."""

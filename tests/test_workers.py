@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -132,8 +133,8 @@ def test_worker_settings_share_the_cores_between_the_duckdb_pools() -> None:
     assert 1 <= available_cores() <= (os.cpu_count() or 1)
 
 
-def _lines_until(proc: subprocess.Popen[str], wanted: int, needle: str) -> list[str]:
-    """Lines of ``proc``'s output containing ``needle``, until ``wanted`` of them (30 s).
+def _lines_until(proc: subprocess.Popen[str], wanted: int, *needles: str) -> list[str]:
+    """Lines of ``proc``'s output containing any of ``needles``, until ``wanted`` (30 s).
     A thread reads the pipe (a select on the fd would miss lines already buffered)."""
     assert proc.stdout is not None
     stdout = proc.stdout
@@ -152,7 +153,7 @@ def _lines_until(proc: subprocess.Popen[str], wanted: int, needle: str) -> list[
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             break
-        if needle in line:
+        if any(needle in line for needle in needles):
             found.append(line)
     return found
 
@@ -171,6 +172,11 @@ def test_each_worker_starts_with_its_share_of_duckdb_threads(
         env=env_without_flightlake(extra),
         cwd=tmp_path,
     ) as served:
-        lines = _lines_until(served.proc, 2, "DuckDB threads")
-    assert len(lines) == 2, lines
-    assert all(f"DuckDB threads {expected})" in line for line in lines), lines
+        lines = _lines_until(served.proc, 4, "DuckDB threads", "flight serving on")
+    started = [line for line in lines if "DuckDB threads" in line]  # the supervisor's lines
+    assert len(started) == 2, lines
+    assert all(f"DuckDB threads {expected})" in line for line in started), lines
+    # each worker's own lines say which worker wrote them
+    serving = [line for line in lines if "flight serving on" in line]
+    tags = sorted(m.group(1) for line in serving if (m := re.search(r" (worker=\d+) \[", line)))
+    assert tags == ["worker=0", "worker=1"], lines
