@@ -1,6 +1,6 @@
 """Credentials and roles, shared by every front end (Flight, Flight SQL, HTTP).
 
-The principals come from the secrets file (``[[tokens]]`` and ``[[users]]``, see config.py).
+The principals come from the secrets file (``[[tokens]]`` and ``[[users]]``, see secrets.py).
 With none configured, authentication is off and every call is allowed; then the server may
 only bind a loopback address unless told ``insecure`` (``check_exposure``).
 
@@ -31,8 +31,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from flightlake.config import Principal, Settings
+from flightlake.config import Settings
 from flightlake.errors import Forbidden, InvalidInput, Unauthenticated
+from flightlake.secrets import Principal
 
 SESSION_TTL_SECONDS = 12 * 3600.0
 #: Sessions kept at most; the oldest is forgotten beyond this (its client logs in again).

@@ -23,8 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from flightlake.config import Credentials, Settings
+from flightlake.config import Settings
 from flightlake.lake import Lake
+from flightlake.secrets import Credentials
 
 
 def settings_for(url: str, s3: Any, **changes: Any) -> Settings:

@@ -83,7 +83,8 @@ def _timed(read: Callable[[], int]) -> tuple[float, int]:
 
 
 def run(rows: int, runs: int, storage: str, s3: Any = None) -> dict[str, Any]:
-    from flightlake.config import Credentials, Settings
+    from flightlake.config import Settings
+    from flightlake.secrets import Credentials
 
     values: dict[str, Any] = {"storage": storage, "flight_port": 0, "http_port": 0}
     if s3 is not None:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pyarrow.flight as flight
 
-from flightlake.config import Credentials, Settings
+from flightlake.config import Settings
 from flightlake.flight.server import FlightServer
 from flightlake.lake import Lake
+from flightlake.secrets import Credentials
 
 # A client process that starts a do_put, sends some batches, then waits to be killed.
 HALF_PUT_CLIENT = """

@@ -25,11 +25,12 @@ from flightlake import auth as auth_module
 from flightlake.app import build_flight_server, flight_location
 from flightlake.auth import Authenticator, Credential, check_exposure, is_loopback
 from flightlake.cli import main as cli_main
-from flightlake.config import Principal, Settings, load_settings
+from flightlake.config import Settings, load_settings
 from flightlake.errors import Forbidden, InvalidInput, Unauthenticated
 from flightlake.flight.server import FlightServer
 from flightlake.http import HttpServer, start_http
 from flightlake.lake import Lake
+from flightlake.secrets import Principal
 from tests.helpers import free_port
 from tests.servers import make_settings
 from tests.subprocess_server import (

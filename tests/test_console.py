@@ -27,8 +27,9 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from flightlake.config import Principal, Settings
+from flightlake.config import Settings
 from flightlake.lake import Lake
+from flightlake.secrets import Principal
 from tests.http_helpers import RunningHttp, http_server
 
 WAIT = 30  # seconds: a generous upper bound for a page or a swap, never a measurement

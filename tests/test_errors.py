@@ -20,8 +20,8 @@ import pyarrow.flight as flight
 import pytest
 
 from flightlake import observe
-from flightlake.config import Principal
 from flightlake.flight import flightsql_pb as pb
+from flightlake.secrets import Principal
 from tests.http_helpers import http_server
 from tests.servers import Running, flight_server, make_settings
 

@@ -32,10 +32,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from flightlake.auth import Authenticator
-from flightlake.config import Principal, Settings
+from flightlake.config import Settings
 from flightlake.console import console_routes
 from flightlake.http import DRAIN_SECONDS, OPENAPI, UPLOAD_FORMATS, create_app, start_http
 from flightlake.lake import Lake
+from flightlake.secrets import Principal
 from scripts.gen_workers import il_role_counts, write_workers_csv
 from tests.helpers import free_port, wait_until
 from tests.http_helpers import RunningHttp, http_server, lake_http

@@ -440,7 +440,7 @@ def test_ragged_row_far_into_the_file_names_its_line(lake: Lake, monkeypatch) ->
 
 @pytest.mark.s3
 def test_query_path_uses_the_read_only_credential(s3_server, s3_bucket: str) -> None:
-    from flightlake.config import Credentials
+    from flightlake.secrets import Credentials
     from tests.s3server import READ_ACCESS_KEY, READ_SECRET_KEY
 
     url = f"s3://{s3_bucket}/lake"

@@ -73,7 +73,8 @@ def test_url_points_into_the_root(storage: Storage, storage_url: str) -> None:
 
 
 def test_unreachable_store_is_a_storage_error() -> None:
-    from flightlake.config import Credentials, Settings
+    from flightlake.config import Settings
+    from flightlake.secrets import Credentials
     from tests.helpers import free_port
 
     settings = Settings(

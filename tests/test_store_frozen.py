@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flightlake.config import Principal
 from flightlake.errors import StorageError
+from flightlake.secrets import Principal
 from tests.helpers import put_result, wait_until
 from tests.http_helpers import RunningHttp, http_server
 from tests.s3server import SeaweedS3

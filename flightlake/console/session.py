@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from flightlake.auth import Authenticator
-from flightlake.config import Principal
 from flightlake.errors import FlightlakeError, Forbidden, InvalidInput
+from flightlake.secrets import Principal
 
 SESSION_COOKIE = "flightlake_session"
 CSRF_COOKIE = "flightlake_csrf"

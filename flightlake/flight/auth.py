@@ -18,8 +18,8 @@ import pyarrow.flight as flight
 
 from flightlake import observe
 from flightlake.auth import Authenticator
-from flightlake.config import Principal
 from flightlake.errors import Unauthenticated
+from flightlake.secrets import Principal
 
 MIDDLEWARE_KEY = "auth"
 
