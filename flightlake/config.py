@@ -25,6 +25,7 @@ from flightlake.values import (
     check_memory_limit,
     check_region,
     check_storage,
+    parse_bytes,
 )
 
 DEFAULT_CONFIG_FILE = Path("conf/flightlake.toml")
@@ -51,6 +52,11 @@ class Setting:
     check: Callable[[Any], str | None] | None = field(default=None, kw_only=True)
     #: the sentence a bad value's error ends with when ``check`` says no (for docs too)
     allowed_text: str = field(default="", kw_only=True)
+
+    @property
+    def is_bytes(self) -> bool:
+        """A byte count (named ``*_bytes``): a string value may carry a unit, as 512MiB."""
+        return self.name.endswith("_bytes") and self.type is int
 
     @property
     def env(self) -> str:
@@ -486,6 +492,8 @@ def _typed(setting: Setting, value: Any) -> Any:
         raise ValueError(value)
     if setting.type in (int, float) and isinstance(value, bool):
         raise ValueError(value)  # TOML true is not a number
+    if setting.type is int and setting.is_bytes and isinstance(value, str):
+        return parse_bytes(value)  # 536870912, or a size: 512MiB, 2GB
     if setting.type is int:
         if isinstance(value, float):
             if not value.is_integer():
@@ -515,6 +523,8 @@ def checked(setting: Setting, value: Any, source: str) -> Any:
         typed = _typed(setting, value)
     except (TypeError, ValueError, OverflowError):
         allowed = _TYPE_WORDS.get(setting.type, setting.type.__name__)
+        if setting.is_bytes:
+            allowed = "a byte count or a size such as 512MiB or 2GB"
         if setting.allowed and setting.type is not bool:
             allowed += f" ({setting.allowed})"
         raise InvalidInput(f"{source}={value!r}: {setting.name} must be {allowed}") from None

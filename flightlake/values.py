@@ -54,6 +54,18 @@ def parse_size(text: str) -> int:
     return int(number * _SIZE_UNITS[unit])
 
 
+def parse_bytes(text: str) -> int:
+    """A byte count as a ``*_bytes`` setting reads it: an integer (``536870912``,
+    ``268_435_456``) or a size with a unit as ``parse_size`` reads it (``512MiB``, ``2GB``,
+    ``1.5GiB``), never a percentage. Raises ValueError for anything else."""
+    bare = text.strip().replace("_", "")
+    if bare.isdigit():
+        return int(bare)
+    if bare.endswith("%"):
+        raise ValueError(text)
+    return parse_size(bare)
+
+
 def check_memory_limit(value: str) -> str | None:
     try:
         size = parse_size(value)

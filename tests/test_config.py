@@ -210,6 +210,45 @@ def test_memory_limit_percent_is_of_physical_memory() -> None:
     assert load_settings(env={"FLIGHTLAKE_QUERY_MEMORY_LIMIT": "80%"}).query_memory_limit == "80%"
 
 
+BYTE_SETTINGS = [s.name for s in SETTINGS if s.name.endswith("_bytes")]
+
+
+@pytest.mark.parametrize("name", BYTE_SETTINGS)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("268435456", 268435456),
+        ("268_435_456", 268435456),
+        ("512MiB", 512 * 2**20),
+        ("2GB", 2 * 10**9),
+        ("1.5 GiB", 3 * 2**29),
+        ("64kb", 64_000),
+    ],
+)
+def test_byte_settings_take_sizes_with_units(name: str, value: str, expected: int) -> None:
+    """Every *_bytes setting reads 512MiB as query_memory_limit does, from the environment
+    and from the file (a TOML string); an integer in the file still works."""
+    assert getattr(load_settings(env={f"FLIGHTLAKE_{name.upper()}": value}), name) == expected
+
+
+def test_byte_sizes_in_the_file_and_their_errors(tmp_path: Path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text('cache_bytes = "1GiB"\nmax_upload_bytes = 1048576\n')
+    loaded = load_settings(conf, env={})
+    assert (loaded.cache_bytes, loaded.max_upload_bytes) == (2**30, 2**20)
+    for bad in ("80%", "lots", "0MB", "-1", "1e9", "12 parsecs"):
+        with pytest.raises(InvalidInput) as info:
+            load_settings(env={"FLIGHTLAKE_CACHE_BYTES": bad})
+        assert str(info.value) == (
+            f"FLIGHTLAKE_CACHE_BYTES={bad!r}: cache_bytes must be a byte count or a size such "
+            "as 512MiB or 2GB (0 to 4611686018427387904)"
+        )
+    with pytest.raises(InvalidInput, match="max_upload_bytes must be at least 1"):
+        load_settings(env={"FLIGHTLAKE_MAX_UPLOAD_BYTES": "0"})
+    with pytest.raises(InvalidInput, match="must be 0 to 4611686018427387904"):
+        load_settings(env={"FLIGHTLAKE_CACHE_BYTES": "9000000TB"})
+
+
 def test_good_values_are_normalised() -> None:
     env = {
         "FLIGHTLAKE_LOG_LEVEL": "WARNING",
