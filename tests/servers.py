@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow.flight as flight
@@ -64,6 +65,13 @@ def make_settings(storage_url: str, s3_server: Any = None, **overrides: Any) -> 
         values["credentials"] = Credentials(s3_server.access_key, s3_server.secret_key)
     values.update(overrides)
     return Settings(**values)
+
+
+def local_settings(folder: Path, **overrides: Any) -> Settings:
+    """make_settings for a local lake in ``folder``/lake with its spool in ``folder``/spool."""
+    (folder / "lake").mkdir()
+    (folder / "spool").mkdir()
+    return make_settings(str(folder / "lake"), spool_dir=str(folder / "spool"), **overrides)
 
 
 @dataclass

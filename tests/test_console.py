@@ -161,6 +161,15 @@ def wait_for(driver: WebDriver, css: str) -> WebElement:
         ) from None
 
 
+def fill_upload(driver: WebDriver, base: str, name: str, path: Path) -> None:
+    """Open /upload, wait until htmx is loaded, and fill in the dataset name and the file."""
+    driver.get(f"{base}/upload")
+    wait_for(driver, "#upload-form")
+    WebDriverWait(driver, WAIT).until(lambda d: d.execute_script("return !!window.htmx"))
+    driver.find_element(By.NAME, "name").send_keys(name)
+    driver.find_element(By.NAME, "file").send_keys(str(path))
+
+
 def button(driver: WebDriver, text: str) -> WebElement:
     return driver.find_element(By.XPATH, f"//button[normalize-space()='{text}']")
 
@@ -369,16 +378,12 @@ def test_csv_upload_becomes_a_dataset(
 ) -> None:
     source = tmp_path / "planets.csv"
     source.write_text("planet,moons\nMercury,0\nEarth,1\nMars,2\nJupiter,95\n")
-    browser.get(f"{open_server.url}/upload")
-    wait_for(browser, "#upload-form")
-    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return !!window.htmx"))
+    fill_upload(browser, open_server.url, "planets", source)
     browser.execute_script(
         "window.__progress = [];"
         "document.addEventListener('htmx:xhr:progress', e => window.__progress.push("
         "[e.detail.loaded, e.detail.total]));"
     )
-    browser.find_element(By.NAME, "name").send_keys("planets")
-    browser.find_element(By.NAME, "file").send_keys(str(source))
     button(browser, "Upload").click()
     ok = wait_for(browser, "#upload-ok")
     progress = browser.execute_script("return window.__progress")
@@ -415,22 +420,14 @@ def test_upload_errors_show_on_the_page(
     for rows in (90_000, 800_000):  # ~1.5 MiB and ~13 MiB
         big = tmp_path / "big.csv"
         big.write_text("a,b\n" + "1234567,abcdefgh\n" * rows)
-        browser.get(f"{open_server.url}/upload")
-        wait_for(browser, "#upload-form")
-        WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return !!window.htmx"))
-        browser.find_element(By.NAME, "name").send_keys("too_big")
-        browser.find_element(By.NAME, "file").send_keys(str(big))
+        fill_upload(browser, open_server.url, "too_big", big)
         button(browser, "Upload").click()
         message = wait_for(browser, "#outcome #error-message").text
         assert "exceeds the 1048576-byte cap" in message
         assert open_server.lake.catalog.find("too_big") is None
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
-    browser.get(f"{open_server.url}/upload")
-    wait_for(browser, "#upload-form")
-    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return !!window.htmx"))
-    browser.find_element(By.NAME, "name").send_keys("cities")
-    browser.find_element(By.NAME, "file").send_keys(str(bad))
+    fill_upload(browser, open_server.url, "cities", bad)
     button(browser, "Upload").click()  # mode append: the schema differs
     message = wait_for(browser, "#outcome #error-message").text
     assert "does not match the dataset" in message
@@ -443,11 +440,7 @@ def test_a_request_with_no_answer_says_so(
     """A lost connection (here: the browser goes offline) leaves a message, not a silent form."""
     small = tmp_path / "small.csv"
     small.write_text("a,b\n1,x\n")
-    browser.get(f"{open_server.url}/upload")
-    wait_for(browser, "#upload-form")
-    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script("return !!window.htmx"))
-    browser.find_element(By.NAME, "name").send_keys("offline_upload")
-    browser.find_element(By.NAME, "file").send_keys(str(small))
+    fill_upload(browser, open_server.url, "offline_upload", small)
     browser.set_network_conditions(offline=True, latency=0, throughput=1 << 20)
     try:
         button(browser, "Upload").click()

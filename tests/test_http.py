@@ -40,7 +40,7 @@ from flightlake.secrets import Principal
 from scripts.gen_workers import il_role_counts, write_workers_csv
 from tests.helpers import free_port, wait_until
 from tests.http_helpers import RunningHttp, http_server, lake_http
-from tests.servers import flight_server, make_settings
+from tests.servers import flight_server, local_settings, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV = b"id,name,score\n1,ann,1.5\n2,bob,2.5\n3,cy,\n"
@@ -62,9 +62,7 @@ def spool(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 def local(tmp_path: Path) -> Settings:
-    (tmp_path / "lake").mkdir()
-    (tmp_path / "spool").mkdir()
-    return make_settings(str(tmp_path / "lake"), spool_dir=str(tmp_path / "spool"))
+    return local_settings(tmp_path)
 
 
 @pytest.fixture

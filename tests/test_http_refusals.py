@@ -24,16 +24,14 @@ import pytest
 from flightlake.config import Settings
 from flightlake.http import DRAIN_SECONDS
 from tests.http_helpers import RunningHttp, lake_http
-from tests.servers import make_settings
+from tests.servers import local_settings
 
 CAP = 1 << 20
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    (tmp_path / "lake").mkdir()
-    (tmp_path / "spool").mkdir()
-    return make_settings(str(tmp_path / "lake"), spool_dir=str(tmp_path / "spool"))
+    return local_settings(tmp_path)
 
 
 @pytest.fixture
