@@ -287,6 +287,10 @@ def spool(
         path.unlink(missing_ok=True)
 
 
+class _Refused(Exception):
+    """spool_while: the consumer failed before the upload ended; stop reading it."""
+
+
 def spool_while(
     chunks: Iterable[bytes | memoryview],
     consume: Callable[[Path], T],
@@ -300,7 +304,10 @@ def spool_while(
     parsing, encoding and uploading overlap the network receive; everything that needs the
     whole file (the ByteScan facts) is complete when the consumer reads the end. Errors, in
     order: the upload's own (the consumer then gets SpoolCut and aborts), the bytes' encoding
-    (ByteScan), the consumer's. The spool file is deleted afterwards."""
+    (ByteScan), the consumer's. A consumer that fails before the upload ends (a header that
+    is not the dataset's, a malformed row) stops it: the rest is not read, and the error is
+    raised then, after the encoding errors of the bytes read so far. The spool file is
+    deleted afterwards."""
     fd, name = tempfile.mkstemp(prefix="flightlake-", suffix=".csv", dir=spool_dir or None)
     path = Path(name)
     scan, growth = ByteScan(), Growth()
@@ -317,12 +324,22 @@ def spool_while(
         except BaseException as exc:  # handed to the caller below
             failure.append(exc)
 
+    def until_refused() -> Iterator[bytes | memoryview]:
+        for chunk in chunks:
+            if failure:  # the consumer refused the file (a header that is not the dataset's,
+                raise _Refused  # bad CSV): the rest of the upload is not read
+            yield chunk
+
     worker = threading.Thread(target=run, name="csv-ingest", daemon=True)
     try:
         worker.start()
         try:
             with os.fdopen(fd, "wb") as fh:
-                _write_spool(fh, path, chunks, scan, min_free_bytes, growth)
+                _write_spool(fh, path, until_refused(), scan, min_free_bytes, growth)
+        except _Refused:
+            growth.fail()  # a read-ahead still waiting on the file (pyarrow's) ends now
+            worker.join()
+            raise scan.error or failure[0] from None  # the scan's word on the bytes it saw first
         except BaseException:
             growth.fail()
             worker.join()

@@ -133,6 +133,55 @@ def test_nul_bytes_late_in_the_upload_are_refused_by_name(
     assert data_keys(lake) == set()
 
 
+REFUSED_EARLY = """
+import sys, tempfile
+from pathlib import Path
+from flightlake.errors import Conflict, InvalidInput
+from flightlake.lake import Lake
+from tests.servers import local_settings
+
+lake = Lake(local_settings(Path(tempfile.mkdtemp())))
+lake.ingest_csv("t", [b"id,name\\n1,a\\n"])
+data = sys.argv[1].encode().decode("unicode_escape").encode() + b"1234567,abcdefghij\\n" * 1_000_000
+read = []
+def chunks():
+    for i in range(0, len(data), 1 << 16):
+        read.append(len(data[i : i + (1 << 16)]))
+        yield data[i : i + (1 << 16)]
+try:
+    lake.ingest_csv("t", chunks(), "append")
+except (Conflict, InvalidInput) as exc:
+    print(f"{type(exc).__name__}: {exc}")
+print("read", sum(read), "of", len(data))
+lake.close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "says"),
+    [
+        ("other,cols\\n", "Conflict: CSV header does not match the dataset"),
+        ("id,name\\n1,2,3,4\\n", "InvalidInput: malformed CSV: a row has 4 fields"),
+    ],
+)
+def test_a_csv_refused_early_stops_reading_the_upload(start: str, says: str) -> None:
+    """A header that is not the dataset's, or a malformed row, near the start of a 19 MB
+    upload: the refusal comes without reading the rest, and nothing is left waiting on the
+    spool (a read-ahead left blocked made the interpreter abort at exit: 'Fatal Python
+    error: PyGILState_Release'). In a subprocess, so that its exit is seen."""
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSED_EARLY, start],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Fatal Python error" not in done.stderr, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(says), done.stdout
+    _, read, _, total = lines[1].split()
+    assert int(read) < int(total) // 2, lines[1]  # stopped early: not the whole upload
+
+
 def test_growth_wait_returns_at_the_end_and_raises_when_cut() -> None:
     growth = csvbytes.Growth()
     growth.grew(10)
