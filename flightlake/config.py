@@ -509,6 +509,11 @@ def _typed(setting: Setting, value: Any) -> Any:
     return setting.type(value)
 
 
+def _shown(value: Any) -> str:
+    """A setting's value in an error, as written: ``'LOUD'``, ``70000``, ``true``."""
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
+
+
 _TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -527,10 +532,10 @@ def checked(setting: Setting, value: Any, source: str) -> Any:
             allowed = "a byte count or a size such as 512MiB or 2GB"
         if setting.allowed and setting.type is not bool:
             allowed += f" ({setting.allowed})"
-        raise InvalidInput(f"{source}={value!r}: {setting.name} must be {allowed}") from None
+        raise InvalidInput(f"{source}={_shown(value)}: {setting.name} must be {allowed}") from None
     problem = setting.problem(typed)
     if problem:
-        raise InvalidInput(f"{source}={value!r}: {setting.name} must be {problem}")
+        raise InvalidInput(f"{source}={_shown(value)}: {setting.name} must be {problem}")
     if setting.choices:
         typed = str(typed).lower()
     if setting.name == "host":

@@ -56,14 +56,18 @@ def parse_size(text: str) -> int:
 
 def parse_bytes(text: str) -> int:
     """A byte count as a ``*_bytes`` setting reads it: an integer (``536870912``,
-    ``268_435_456``) or a size with a unit as ``parse_size`` reads it (``512MiB``, ``2GB``,
-    ``1.5GiB``), never a percentage. Raises ValueError for anything else."""
-    bare = text.strip().replace("_", "")
-    if bare.isdigit():
-        return int(bare)
-    if bare.endswith("%"):
+    ``268_435_456``: ``_`` only between digits, as in TOML) or a number with one of
+    DuckDB's units as ``parse_size`` reads it (``512MiB``, ``2GB``, ``1.5GiB``, ``0MiB``),
+    never a percentage. Raises ValueError for anything else."""
+    if re.search(r"_(?!\d)|(?<!\d)_", text):
         raise ValueError(text)
-    return parse_size(bare)
+    match = _SIZE.match(text.replace("_", ""))
+    if not match:
+        raise ValueError(text)
+    number, unit = float(match.group(1)), match.group(2).lower() or "b"
+    if unit not in _SIZE_UNITS:
+        raise ValueError(text)
+    return int(number * _SIZE_UNITS[unit])
 
 
 def check_memory_limit(value: str) -> str | None:

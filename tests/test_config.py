@@ -236,15 +236,20 @@ def test_byte_sizes_in_the_file_and_their_errors(tmp_path: Path) -> None:
     conf.write_text('cache_bytes = "1GiB"\nmax_upload_bytes = 1048576\n')
     loaded = load_settings(conf, env={})
     assert (loaded.cache_bytes, loaded.max_upload_bytes) == (2**30, 2**20)
-    for bad in ("80%", "lots", "0MB", "-1", "1e9", "12 parsecs"):
+    assert load_settings(env={"FLIGHTLAKE_CACHE_BYTES": "0MiB"}).cache_bytes == 0  # off
+    for bad in ("80%", "lots", "-1", "1e9", "12 parsecs", "_1", "1__0", "1_MiB"):
         with pytest.raises(InvalidInput) as info:
             load_settings(env={"FLIGHTLAKE_CACHE_BYTES": bad})
         assert str(info.value) == (
             f"FLIGHTLAKE_CACHE_BYTES={bad!r}: cache_bytes must be a byte count or a size such "
             "as 512MiB or 2GB (0 to 4611686018427387904)"
         )
-    with pytest.raises(InvalidInput, match="max_upload_bytes must be at least 1"):
-        load_settings(env={"FLIGHTLAKE_MAX_UPLOAD_BYTES": "0"})
+    for zero in ("0", "0MiB"):
+        with pytest.raises(InvalidInput, match="max_upload_bytes must be at least 1"):
+            load_settings(env={"FLIGHTLAKE_MAX_UPLOAD_BYTES": zero})
+    conf.write_text("max_upload_bytes = true\n")  # the error shows the value as TOML has it
+    with pytest.raises(InvalidInput, match=r": max_upload_bytes=true: max_upload_bytes must be"):
+        load_settings(conf, env={})
     with pytest.raises(InvalidInput, match="must be 0 to 4611686018427387904"):
         load_settings(env={"FLIGHTLAKE_CACHE_BYTES": "9000000TB"})
 
