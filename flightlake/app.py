@@ -195,8 +195,9 @@ def run(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info(
-        "flight serving on %s (storage %s, %s)",
-        flight_location(settings, server.port),
+        "flight serving on %s%s (storage %s, %s)",
+        flight_location(flight_settings, server.port),
+        "" if worker is None else ", a private port behind serve's Flight proxy",
         lake.storage.describe(),
         f"{len(auth.principals)} principals" if auth.enabled else "no authentication",
     )

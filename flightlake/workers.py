@@ -26,7 +26,8 @@ that start at least ``freshness_seconds`` later (DESIGN.md, "Table format"), exa
 separate servers over one bucket. Each worker has its own ingest slots, query limits, metrics
 and session tokens (a basic-auth session token is good on the worker that issued it).
 
-The supervisor forwards SIGTERM / SIGINT to the workers and waits for them. A worker that dies
+The supervisor forwards SIGTERM / SIGINT to the workers and waits for them; a worker whose
+supervisor is gone (killed with SIGKILL) stops itself within a second. A worker that dies
 within ``STARTUP_SECONDS`` of its start is a start-up failure (a port, the bucket, a setting):
 every worker is stopped and ``serve`` exits non-zero. A worker that dies later is restarted,
 at most ``MAX_RESTARTS`` times per ``RESTART_WINDOW`` seconds.
@@ -61,6 +62,7 @@ STARTUP_SECONDS = 10.0
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 STOP_SECONDS = 20.0
+SUPERVISOR_POLL = 0.5  # seconds between a worker's checks that its supervisor still runs
 SPLICE_BYTES = 1 << 20  # bytes one splice(2) moves at most (the pipe is sized to match)
 
 
@@ -92,11 +94,17 @@ def worker_settings(settings: Settings, cores: int | None = None) -> Settings:
     return settings.replace(flight_port=0, query_threads=threads)
 
 
-def _worker_main(settings: Settings, verbose: bool, index: int, ports: Any) -> None:
+def _worker_main(
+    settings: Settings, verbose: bool, index: int, ports: Any, supervisor: int
+) -> None:
     """A worker process: serve until told to stop; a start-up error is one line, exit 1.
-    Its private Flight port is reported on ``ports`` as ``(index, port)``."""
+    Its private Flight port is reported on ``ports`` as ``(index, port)``; ``supervisor`` is
+    the supervisor's pid (given, not read here: it may be gone before this runs)."""
     from flightlake.app import run
 
+    threading.Thread(
+        target=_stop_without_supervisor, args=(supervisor,), name="supervisor-watch", daemon=True
+    ).start()
     try:
         run(settings, verbose=verbose, worker=index, on_ready=lambda p: ports.put((index, p)))
     except KeyboardInterrupt:
@@ -106,6 +114,18 @@ def _worker_main(settings: Settings, verbose: bool, index: int, ports: Any) -> N
             raise
         print(f"error: worker {index}: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def _stop_without_supervisor(supervisor: int) -> None:
+    """In a worker: once the supervisor (pid ``supervisor``) is gone, stop (SIGTERM to this
+    process, the same clean stop as ``serve`` gets). A supervisor killed with SIGKILL cannot
+    stop its workers, and an orphan would keep answering HTTP on the shared port while its
+    Flight port, behind the dead supervisor's proxy, is unreachable. The parent pid changes
+    when the parent dies (the orphan is re-parented); checked every SUPERVISOR_POLL seconds."""
+    while os.getppid() == supervisor:
+        time.sleep(SUPERVISOR_POLL)
+    log.warning("the supervisor (pid %d) is gone: this worker stops", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
@@ -127,7 +147,7 @@ class Supervisor:
         self._proxy.remove(index)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(self._worker_settings, self.verbose, index, self._ports),
+            args=(self._worker_settings, self.verbose, index, self._ports, os.getpid()),
             name=f"flightlake-worker-{index}",
         )
         proc.start()

@@ -106,7 +106,7 @@ def main(line: str) -> int:
     location = None
     while location is None and proc.poll() is None and time.monotonic() < deadline:
         for text in list(output):
-            found = re.search(r"flight serving on (\S+)", text)
+            found = re.search(r"flight serving on ([^\s,]+)", text)
             if found:
                 location = found.group(1)
         time.sleep(0.2)

@@ -27,7 +27,12 @@ import pytest
 from flightlake.config import Settings
 from flightlake.workers import available_cores, worker_settings
 from tests.helpers import free_port, wait_until
-from tests.subprocess_server import FLIGHTLAKE, env_without_flightlake, flightlake_serve
+from tests.subprocess_server import (
+    FLIGHTLAKE,
+    ServerProcess,
+    env_without_flightlake,
+    flightlake_serve,
+)
 
 
 def worker_processes(pid: int) -> list[psutil.Process]:
@@ -75,6 +80,31 @@ def test_two_workers_share_the_ports_and_see_each_others_commits(tmp_path: Path)
         15,
         what="the worker processes to exit",
     )
+
+
+@pytest.mark.parametrize("when", ["serving", "starting"])
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, when: str) -> None:
+    """SIGKILL leaves the supervisor no chance to stop its workers; they notice and stop, so
+    no orphan keeps the HTTP port answering while Flight (the supervisor's proxy) is gone.
+    ``starting``: killed as soon as the worker processes exist, before they serve."""
+
+    def two_workers(server: ServerProcess) -> bool:
+        return len(worker_processes(server.proc.pid)) >= 2
+
+    with flightlake_serve(
+        "--storage", str(tmp_path / "lake"), "--workers", "2",
+        env=env_without_flightlake(), cwd=tmp_path,
+        **({"ready": two_workers} if when == "starting" else {}),
+    ) as served:  # fmt: skip
+        wait_until(lambda: two_workers(served), 30, what="2 workers")
+        workers = worker_processes(served.proc.pid)  # and multiprocessing's resource tracker
+        served.proc.kill()
+        served.proc.wait(10)
+        wait_until(
+            lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers),
+            15,
+            what="the orphaned workers to stop",
+        )
 
 
 def test_workers_start_failure_is_one_line(tmp_path: Path) -> None:
