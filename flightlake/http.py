@@ -72,7 +72,9 @@ from flightlake.openapi import OPENAPI
 log = logging.getLogger("flightlake.http")
 
 SQL_BODY_CAP = 1 << 20  # a /v1/sql request body larger than this is refused (413)
-DRAIN_SECONDS = 5.0  # the rest of a refused upload is read and dropped this long (_drain)
+DRAIN_LIMIT = 1 << 20  # a refused upload's rest up to this size is read before the answer
+DRAIN_SECONDS = 30.0  # the rest of a refused upload is read and dropped at most this long
+DRAIN_IDLE_SECONDS = 5.0  # ...and no longer once this long passes without a byte of it
 RESULT_TYPES = {  # Accept media type -> result format
     **dict.fromkeys(("application/json", "application/*", "*/*"), "json"),
     **dict.fromkeys((ARROW_STREAM,), "arrow"),
@@ -106,45 +108,96 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlightlakeError)
     status = status_of(exc)
-    headers = await error_headers(request, exc)
     level = logging.WARNING if status >= 500 else logging.INFO
     log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
-    return error_response(status, str(exc), headers)
+    headers = await error_headers(request, exc)
+    return lingering(request, error_response(status, str(exc), headers))
 
 
 async def error_headers(request: Request, exc: FlightlakeError) -> dict[str, str]:
     """The headers an error answer carries: Retry-After (Unavailable), WWW-Authenticate
     (Unauthenticated), and ``Connection: close`` for a refused upload (``request.state.upload``
-    set) that is too large (413) or whose rest was not read (see ``_drain``). Shared with the
-    web console."""
+    set) that is too large (413) or whose body is not read to its end. The unread rest of a
+    small body (a declared Content-Length up to DRAIN_LIMIT) is read and dropped here, before
+    the answer, so that its connection can serve the next request. Shared with the console."""
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
+    await _drain_small(request)
     upload = getattr(request.state, "upload", False)
-    if upload and (not await _drain(request) or isinstance(exc, TooLarge)):
+    if (upload and isinstance(exc, TooLarge)) or _unread_upload(request):
         headers["Connection"] = "close"  # the connection is not reused after a refusal
     return headers
 
 
-async def _drain(request: Request) -> bool:
-    """Read and drop the unread rest of a refused upload for at most DRAIN_SECONDS, so the
-    answer is not lost to a TCP reset: closing a socket with unread data resets it, and a
-    client that sends its whole body before reading (a browser's form or XMLHttpRequest,
-    Python's urllib) then reports the reset, not the answer. nginx's "lingering close" exists
-    for the same reason. Not read: the body of a client that waits on ``Expect:
-    100-continue`` (RFC 9110, 10.1.1) and has not been asked for it, since reading asks for it
-    (curl does this above 1 MiB). True when the body was read to its end."""
-    if getattr(request, "_stream_consumed", True):
-        return True
+def _unread_upload(request: Request) -> bool:
+    """Whether ``request`` is an upload whose body has not been read to its end."""
+    upload = getattr(request.state, "upload", False)
+    consumed = getattr(request, "_stream_consumed", True)
+    return bool(upload) and not consumed and not getattr(request.state, "body_drained", False)
+
+
+def _waits_to_send(request: Request) -> bool:
+    """A client that sent ``Expect: 100-continue`` (RFC 9110, 10.1.1) and was never asked
+    for its body (reading would ask for it; curl does this above 1 MiB)."""
     asked = getattr(request.state, "body_requested", False)
-    if not asked and "100-continue" in request.headers.get("expect", "").lower():
-        return False
+    return not asked and "100-continue" in request.headers.get("expect", "").lower()
+
+
+async def _drain_small(request: Request) -> None:
+    declared = request.headers.get("content-length", "")
+    if not _unread_upload(request) or _waits_to_send(request):
+        return
+    if declared.isdigit() and int(declared) <= DRAIN_LIMIT and await _drain(request.receive):
+        request.state.body_drained = True
+
+
+def lingering(request: Request, response: Response) -> Response:
+    """``response`` for a request whose upload body may be unread: sent at once, then the
+    rest of the body is read and dropped (``_drain``) before the connection closes.
+
+    Closing a socket with unread data resets the connection, and a client that writes its
+    whole body before reading (Python's urllib, a browser's form) then reports the reset,
+    not the answer; nginx's "lingering close" exists for the same reason. Answering first
+    means a client that reads while it sends (curl, browsers) has the answer at once. Not
+    drained: a body already read, and the body of a client that waits on ``Expect:
+    100-continue`` (RFC 9110, 10.1.1) and was never asked for it (reading would ask; curl
+    does this above 1 MiB)."""
+    if not _unread_upload(request) or _waits_to_send(request):
+        return response
+    return _Lingering(response)
+
+
+class _Lingering(Response):
+    """An answer sent whole before the request's unread body is drained (see ``lingering``):
+    the body goes out as a first part, the end of the message only after the drain."""
+
+    def __init__(self, answer: Response) -> None:
+        self.status_code = answer.status_code
+        self.body = answer.body
+        self.raw_headers = answer.raw_headers
+        self.background = answer.background
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        await _drain(receive)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.background is not None:
+            await self.background()
+
+
+async def _drain(receive: Receive) -> bool:
+    """Read and drop request body messages until the body ends (True), the client goes, or
+    DRAIN_SECONDS pass, or DRAIN_IDLE_SECONDS pass without a message (False)."""
     with anyio.move_on_after(DRAIN_SECONDS):
         while True:
-            message = await request.receive()
-            if message["type"] != "http.request":
+            with anyio.move_on_after(DRAIN_IDLE_SECONDS) as idle:
+                message = await receive()
+            if idle.cancelled_caught or message["type"] != "http.request":
                 return False
             if not message.get("more_body", False):
                 return True
@@ -157,14 +210,17 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
         404: f"no such endpoint: {request.url.path}",
         405: f"method {request.method} is not allowed on {request.url.path}",
     }
-    return error_response(
-        exc.status_code, message.get(exc.status_code, str(exc.detail)), dict(exc.headers or {})
-    )
+    headers = dict(exc.headers or {})
+    if _unread_upload(request):
+        headers["Connection"] = "close"
+    text = message.get(exc.status_code, str(exc.detail))
+    return lingering(request, error_response(exc.status_code, text, headers))
 
 
 async def _on_internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, f"internal error: {type(exc).__name__}")
+    headers = {"Connection": "close"} if _unread_upload(request) else None
+    return lingering(request, error_response(500, f"internal error: {type(exc).__name__}", headers))
 
 
 def result_format(accept: str) -> str:

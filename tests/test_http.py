@@ -34,7 +34,13 @@ import pytest
 from flightlake.auth import Authenticator
 from flightlake.config import Settings
 from flightlake.console import console_routes
-from flightlake.http import DRAIN_SECONDS, OPENAPI, UPLOAD_FORMATS, create_app, start_http
+from flightlake.http import (
+    DRAIN_SECONDS,
+    OPENAPI,
+    UPLOAD_FORMATS,
+    create_app,
+    start_http,
+)
 from flightlake.lake import Lake
 from flightlake.secrets import Principal
 from scripts.gen_workers import il_role_counts, write_workers_csv
@@ -418,8 +424,9 @@ def test_all_ingest_slots_busy_is_503_at_once(local: Settings) -> None:
                 "POST /v1/ingest?name=t HTTP/1.1\nHost: x\nContent-Type: text/csv\n"
                 "Content-Length: 100000\n"
             )
-            # No body follows: the server waits up to DRAIN_SECONDS for it (so a small body
-            # is read, not reset), then answers; the client must outwait that, not race it.
+            # No body follows: a small body is read before the answer (so that the
+            # connection can be reused), and the server waits up to DRAIN_IDLE_SECONDS for
+            # it, then answers; the client must outwait that, not race it.
             status, reply = raw_request(running.url, head, timeout=DRAIN_SECONDS + 10)
             assert status == 503
             assert "retry-after: 5" in reply.lower()

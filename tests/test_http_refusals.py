@@ -1,4 +1,5 @@
-"""A refused upload's answer reaches clients that send the whole body before reading.
+"""A refused upload's answer reaches every client: those that send the whole body before
+reading, and at once those that read while they send.
 
 Browsers (a form or XMLHttpRequest) and Python's urllib write the entire request body and only
 then read the response. When the server answered a refused upload and closed the socket with
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -139,3 +141,59 @@ def test_a_client_waiting_on_expect_is_answered_without_sending(capped: RunningH
     assert text.startswith("HTTP/1.1 413 ")
     assert "100 Continue" not in text
     assert f"exceeds the {CAP}-byte cap" in text
+
+
+def paced(data: bytes, per_second: int, piece: int = 256 << 10) -> Iterator[bytes]:
+    """``data`` in pieces, at about ``per_second`` bytes a second."""
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+        time.sleep(piece / per_second)
+
+
+def test_the_answer_comes_before_a_slow_body_ends(roomy: RunningHttp) -> None:
+    """A client that reads while it sends (curl, browsers) has the 409 as soon as the parse
+    refuses the header, while its body still arrives; the rest is then read and dropped."""
+    url = roomy.url
+    assert urllib_post(f"{url}/v1/ingest?name=t", b"id,name\n1,a\n", "text/csv")[0] == 200
+    body = csv_body(24 << 20, header=b"other,cols\n")
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(
+            b"POST /v1/ingest?name=t&mode=append HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: text/csv\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        sent = [0]
+
+        def send() -> None:
+            for piece in paced(body, 4 << 20):  # 6 s for the whole body
+                sock.sendall(piece)
+                sent[0] += len(piece)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        reply = b""
+        while not reply.endswith(b"}"):
+            reply += sock.recv(65536)
+        answered_at = sent[0]
+        sender.join(30)
+    assert reply.startswith(b"HTTP/1.1 409 ")
+    assert b"does not match the dataset" in reply
+    assert b"connection: close" in reply.lower()
+    assert answered_at < len(body) // 2  # answered while most of the body was still to come
+    assert not sender.is_alive()  # and the rest was read, not reset: the sender finished
+
+
+def test_a_send_first_client_pacing_its_body_gets_its_answer(roomy: RunningHttp) -> None:
+    """urllib writes a chunked body to its end before it reads: the server keeps reading
+    while bytes keep coming (up to DRAIN_SECONDS), so the 409 is there when it looks."""
+    url = roomy.url
+    assert urllib_post(f"{url}/v1/ingest?name=t", b"id,name\n1,a\n", "text/csv")[0] == 200
+    request = urllib.request.Request(
+        f"{url}/v1/ingest?name=t&mode=append",
+        data=paced(csv_body(40 << 20, header=b"other,cols\n"), 6 << 20),  # about 7 s
+        headers={"Content-Type": "text/csv"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=60)
+    assert info.value.code == 409
+    assert "does not match the dataset" in json.loads(info.value.read())["error"]

@@ -30,7 +30,7 @@ from flightlake.console.results import DISPLAY_ROWS, Chart, run_query
 from flightlake.console.session import CSRF_FIELD, Gate, Visitor, anonymous_csrf
 from flightlake.encode import encode_result
 from flightlake.errors import FlightlakeError, InvalidInput, NotFound
-from flightlake.http import ResultStream, error_headers, status_of
+from flightlake.http import ResultStream, error_headers, lingering, status_of
 from flightlake.http_upload import Upload, admit_upload, ingest_upload, upload_format
 from flightlake.lake import MODES, IngestResult, Lake, check_mode
 
@@ -132,9 +132,10 @@ class Console:
         headers.pop("WWW-Authenticate", None)
         level = logging.WARNING if status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d: %s", request.method, request.url.path, status, exc)
-        return self.render(
+        page = self.render(
             request, "error.html", visitor, status, headers, message=str(exc), code=status
         )
+        return lingering(request, page)
 
     def _to_login(self, request: Request) -> Response:
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -297,9 +298,10 @@ class Console:
             status = status_of(exc)
             headers = await error_headers(request, exc)
             log.info("console upload -> %d: %s", status, exc)
-            return self.render(
+            page = self.render(
                 request, "upload.html", visitor, status, headers, modes=MODES, outcome=str(exc)
             )
+            return lingering(request, page)
         return self.render(request, "upload.html", visitor, modes=MODES, outcome=result)
 
     async def _ingest(self, request: Request) -> IngestResult:
