@@ -492,6 +492,8 @@ def _typed(setting: Setting, value: Any) -> Any:
         raise ValueError(value)
     if setting.type in (int, float) and isinstance(value, bool):
         raise ValueError(value)  # TOML true is not a number
+    if setting.type in (int, float) and isinstance(value, str) and not value.isascii():
+        raise ValueError(value)  # int() reads other scripts' digits (fullwidth, Arabic-Indic)
     if setting.type is int and setting.is_bytes and isinstance(value, str):
         return parse_bytes(value)  # 536870912, or a size: 512MiB, 2GB
     if setting.type is int:

@@ -237,7 +237,18 @@ def test_byte_sizes_in_the_file_and_their_errors(tmp_path: Path) -> None:
     loaded = load_settings(conf, env={})
     assert (loaded.cache_bytes, loaded.max_upload_bytes) == (2**30, 2**20)
     assert load_settings(env={"FLIGHTLAKE_CACHE_BYTES": "0MiB"}).cache_bytes == 0  # off
-    for bad in ("80%", "lots", "-1", "1e9", "12 parsecs", "_1", "1__0", "1_MiB"):
+    for bad in (
+        "80%",
+        "lots",
+        "-1",
+        "1e9",
+        "12 parsecs",
+        "_1",
+        "1__0",
+        "1_MiB",
+        "\uff11",
+        "\uff12GB",
+    ):
         with pytest.raises(InvalidInput) as info:
             load_settings(env={"FLIGHTLAKE_CACHE_BYTES": bad})
         assert str(info.value) == (
@@ -252,6 +263,17 @@ def test_byte_sizes_in_the_file_and_their_errors(tmp_path: Path) -> None:
         load_settings(conf, env={})
     with pytest.raises(InvalidInput, match="must be 0 to 4611686018427387904"):
         load_settings(env={"FLIGHTLAKE_CACHE_BYTES": "9000000TB"})
+
+
+def test_digits_of_other_scripts_are_not_numbers() -> None:
+    for name, value in (
+        ("FLIGHTLAKE_FLIGHT_PORT", "\uff18\uff18\uff11\uff15"),
+        ("FLIGHTLAKE_QUERY_TIMEOUT", "\u0663"),
+    ):
+        with pytest.raises(InvalidInput, match="must be"):
+            load_settings(env={name: value})
+    with pytest.raises(InvalidInput, match="query_memory_limit must be a size"):
+        load_settings(env={"FLIGHTLAKE_QUERY_MEMORY_LIMIT": "\uff12GB"})
 
 
 def test_good_values_are_normalised() -> None:
