@@ -117,17 +117,17 @@ async def _on_flightlake_error(request: Request, exc: Exception) -> Response:
 async def error_headers(request: Request, exc: FlightlakeError) -> dict[str, str]:
     """The headers an error answer carries: Retry-After (Unavailable), WWW-Authenticate
     (Unauthenticated), and ``Connection: close`` for a refused upload (``request.state.upload``
-    set) that is too large (413) or whose body is not read to its end. The unread rest of a
-    small body (a declared Content-Length up to DRAIN_LIMIT) is read and dropped here, before
-    the answer, so that its connection can serve the next request. Shared with the console."""
+    set) that is too large (413); ``lingering`` closes any other whose body stays unread. The
+    unread rest of a small body (a declared Content-Length up to DRAIN_LIMIT) is read and
+    dropped here, before the answer, so that its connection can serve the next request.
+    Shared with the console."""
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="flightlake"'
     await _drain_small(request)
-    upload = getattr(request.state, "upload", False)
-    if (upload and isinstance(exc, TooLarge)) or _unread_upload(request):
+    if getattr(request.state, "upload", False) and isinstance(exc, TooLarge):
         headers["Connection"] = "close"  # the connection is not reused after a refusal
     return headers
 
@@ -156,7 +156,8 @@ async def _drain_small(request: Request) -> None:
 
 def lingering(request: Request, response: Response) -> Response:
     """``response`` for a request whose upload body may be unread: sent at once, then the
-    rest of the body is read and dropped (``_drain``) before the connection closes.
+    rest of the body is read and dropped (``_drain``) before the connection closes (the
+    answer says ``Connection: close``).
 
     Closing a socket with unread data resets the connection, and a client that writes its
     whole body before reading (Python's urllib, a browser's form) then reports the reset,
@@ -165,7 +166,10 @@ def lingering(request: Request, response: Response) -> Response:
     drained: a body already read, and the body of a client that waits on ``Expect:
     100-continue`` (RFC 9110, 10.1.1) and was never asked for it (reading would ask; curl
     does this above 1 MiB)."""
-    if not _unread_upload(request) or _waits_to_send(request):
+    if not _unread_upload(request):
+        return response
+    response.headers["Connection"] = "close"
+    if _waits_to_send(request):
         return response
     return _Lingering(response)
 
@@ -210,17 +214,13 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
         404: f"no such endpoint: {request.url.path}",
         405: f"method {request.method} is not allowed on {request.url.path}",
     }
-    headers = dict(exc.headers or {})
-    if _unread_upload(request):
-        headers["Connection"] = "close"
     text = message.get(exc.status_code, str(exc.detail))
-    return lingering(request, error_response(exc.status_code, text, headers))
+    return lingering(request, error_response(exc.status_code, text, dict(exc.headers or {})))
 
 
 async def _on_internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    headers = {"Connection": "close"} if _unread_upload(request) else None
-    return lingering(request, error_response(500, f"internal error: {type(exc).__name__}", headers))
+    return lingering(request, error_response(500, f"internal error: {type(exc).__name__}"))
 
 
 def result_format(accept: str) -> str:

@@ -144,9 +144,8 @@ class Upload:
 
     async def _pull(self) -> None:
         """Read one body chunk and feed it on; at the end check the file arrived whole."""
-        self._state.body_requested = (
-            True  # a client waiting on Expect: 100-continue is told to send
-        )
+        # Reading tells a client waiting on Expect: 100-continue to send (http.lingering).
+        self._state.body_requested = True
         try:
             if self._idle > 0:
                 with anyio.fail_after(self._idle):
