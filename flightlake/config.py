@@ -596,7 +596,8 @@ def load_settings(
     )
     if env.get("FLIGHTLAKE_SECRETS_FILE") and not secrets_path.exists():
         raise InvalidInput(f"secrets file not found: {secrets_path}")
-    creds, query_creds, principals = load_secrets(secrets_path, env, _read_toml)
+    secrets = _read_toml(secrets_path) if secrets_path.exists() else {}
+    creds, query_creds, principals = load_secrets(secrets, env, secrets_path)
     return Settings(
         **values, credentials=creds, query_credentials=query_creds, principals=principals
     )

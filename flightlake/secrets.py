@@ -6,7 +6,7 @@ file, and their values stay out of every repr and error message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,12 @@ class Principal:
 
 
 def load_secrets(
-    path: Path | None, env: Mapping[str, str], read_toml: Callable[[Path], dict[str, Any]]
+    data: Mapping[str, Any], env: Mapping[str, str], path: Path | None
 ) -> tuple[Credentials, Credentials, tuple[Principal, ...]]:
     """The S3 credentials (``[s3]``, else ``AWS_*``), the query credentials (``[s3.query]``,
     else ``FLIGHTLAKE_QUERY_*``) and the ``[[tokens]]`` / ``[[users]]`` principals of the
-    secrets file at ``path`` (none when it does not exist), read with ``read_toml``. Raises
+    secrets file at ``path``, parsed as ``data`` (empty when there is none). Raises
     InvalidInput naming the file and the entry (never a secret) when an entry is malformed."""
-    data: dict[str, Any] = {}
-    if path is not None and path.exists():
-        data = read_toml(path)
     s3 = data.get("s3", {})
     creds = Credentials(
         access_key_id=env.get("AWS_ACCESS_KEY_ID") or s3.get("access_key_id", ""),
