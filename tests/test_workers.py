@@ -39,6 +39,15 @@ def worker_processes(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children(recursive=True) if p.is_running()]
 
 
+def wait_exited(processes: list[psutil.Process], what: str) -> None:
+    """Wait (at most 15 s) until every one of ``processes`` has exited (or is a zombie)."""
+    wait_until(
+        lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in processes),
+        15,
+        what=what,
+    )
+
+
 def test_two_workers_share_the_ports_and_see_each_others_commits(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     with flightlake_serve(
@@ -75,11 +84,7 @@ def test_two_workers_share_the_ports_and_see_each_others_commits(tmp_path: Path)
         workers = worker_processes(served.proc.pid)
     # SIGTERM to serve stopped every worker (and multiprocessing's resource tracker, which
     # exits once the supervisor is gone: give it a moment)
-    wait_until(
-        lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers),
-        15,
-        what="the worker processes to exit",
-    )
+    wait_exited(workers, "the worker processes to exit")
 
 
 @pytest.mark.parametrize("when", ["serving", "starting"])
@@ -100,11 +105,7 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, when: str) -
         workers = worker_processes(served.proc.pid)  # and multiprocessing's resource tracker
         served.proc.kill()
         served.proc.wait(10)
-        wait_until(
-            lambda: all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in workers),
-            15,
-            what="the orphaned workers to stop",
-        )
+        wait_exited(workers, "the orphaned workers to stop")
 
 
 def test_workers_start_failure_is_one_line(tmp_path: Path) -> None:
