@@ -269,8 +269,7 @@ class Lake:
             replayed = self._replayed(name, key)
             if replayed is not None:
                 return replayed
-            head = self._precheck(name, mode)
-            target = head.schema if head is not None and mode == "append" else None
+            target = self._precheck(name, mode)
             new = write_arrow(self.storage, name, schema, batches, target=target)
             return self._commit(name, mode, new, key)
 
@@ -290,8 +289,7 @@ class Lake:
             replayed = self._replayed(name, key)
             if replayed is not None:
                 return replayed
-            head = self._precheck(name, mode)
-            target = head.schema if head is not None and mode == "append" else None
+            target = self._precheck(name, mode)
             # parsed, encoded and uploaded while the bytes still arrive (spool_while)
             new = spool_while(
                 chunks,
@@ -316,21 +314,9 @@ class Lake:
             replayed = self._replayed(name, key)
             if replayed is not None:
                 return replayed
-            head = self._precheck(name, mode)
-            return self._ingest_spooled_csv(name, mode, head, path, path.stat().st_size, key)
-
-    def _ingest_spooled_csv(
-        self,
-        name: str,
-        mode: str,
-        head: Manifest | None,
-        path: Path,
-        size: int,
-        key: str | None = None,
-    ) -> IngestResult:
-        target = head.schema if head is not None and mode == "append" else None
-        new = write_csv(self.storage, name, path, size, target=target)
-        return self._commit(name, mode, new, key)
+            target = self._precheck(name, mode)
+            new = write_csv(self.storage, name, path, path.stat().st_size, target=target)
+            return self._commit(name, mode, new, key)
 
     def _fail_if_silent(self, started: float, what: str) -> None:
         """After a table-log check that found the store silent (and served what it knew):
@@ -344,13 +330,16 @@ class Lake:
         committed = self.catalog.replay(name, key)
         return None if committed is None else IngestResult.of(name, committed)
 
-    def _precheck(self, name: str, mode: str) -> Manifest | None:
+    def _precheck(self, name: str, mode: str) -> pa.Schema | None:
+        """Check that an ingest into ``name`` in ``mode`` may start (Conflict for mode=create
+        on a dataset that exists; Unavailable when the store is silent); return the schema an
+        append must match (None: a new dataset, or mode overwrite / create)."""
         started = time.monotonic()
         head = self.catalog.find(name)
         self._fail_if_silent(started, f"cannot ingest into {name!r} now")
         if mode == "create" and head is not None:
             raise Conflict(f"dataset {name!r} already exists (mode=create)")
-        return head
+        return head.schema if head is not None and mode == "append" else None
 
     def _commit(
         self, name: str, mode: str, new: NewObjects, key: str | None = None
